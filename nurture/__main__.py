@@ -1,0 +1,5 @@
+"""`python -m nurture` is the `nurture` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,439 @@
+"""Campaign YAML files → strict, typed, validated campaigns.
+
+A campaign file is written by a person, so a mistake in it is reported the way a compiler would:
+every problem at once, each with file, line and field (`steps[1].wait`) and a message saying how
+to fix it. Unknown keys are errors: a `wiat:` silently ignored sends an email at the wrong time.
+
+Validation has three layers, all run so that one pass reports everything:
+1. PyYAML composes the document into nodes, which remember their lines (`_parse`, `_lines`);
+2. pydantic checks shape, types and single values (the `_Raw*` models);
+3. checks across fields (`_cross_checks`) and across files (`load_campaigns`).
+Only a file that passes all of them becomes a frozen :class:`Campaign`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+
+from nurture.errors import CampaignError, Problem
+from nurture.schedule import WEEKDAYS, SendWindow, Wait, parse_hours, parse_wait, zone_named
+
+SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
+RESERVED_FILES = frozenset({"library.yaml", "library.yml"})  # the content library, later
+
+
+@dataclass(frozen=True)
+class Step:
+    """One email of a campaign; `line` lets later messages point back at the YAML."""
+
+    id: str
+    subject: str
+    template: str
+    wait: Wait | None
+    trigger_only: bool
+    line: int
+
+
+@dataclass(frozen=True)
+class OnReferral:
+    """What a referral from the contact sets off: a thank-you step, a move to another campaign."""
+
+    send: str | None
+    then_enroll: str | None
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A validated campaign. `content_hash` lets the engine notice that a file was edited."""
+
+    id: str
+    name: str
+    description: str
+    audience_tags: tuple[str, ...]
+    stop_on: frozenset[str]
+    send_window: SendWindow | None
+    on_referral: OnReferral | None
+    steps: tuple[Step, ...]
+    source: Path
+    content_hash: str
+
+    def sequence(self) -> tuple[Step, ...]:
+        """The steps everyone receives in turn, leaving out the trigger_only ones."""
+        return tuple(step for step in self.steps if not step.trigger_only)
+
+    def step(self, step_id: str) -> Step:
+        """The step called `step_id`; KeyError if there is none."""
+        for step in self.steps:
+            if step.id == step_id:
+                return step
+        raise KeyError(f'campaign "{self.id}" has no step "{step_id}"')
+
+    def next_step(self, step_id: str | None) -> Step | None:
+        """The sequence step after `step_id` (None: the first), or None after the last one.
+
+        A trigger_only step is outside the sequence, so nothing follows it.
+        """
+        sequence = self.sequence()
+        if step_id is None:
+            return sequence[0]
+        current = self.step(step_id)
+        if current.trigger_only or current is sequence[-1]:
+            return None
+        return sequence[sequence.index(current) + 1]
+
+
+def load_campaign_file(path: Path, templates_dir: Path) -> Campaign:
+    """Load and validate one campaign file; CampaignError lists every problem in it."""
+    loaded = _Loaded.read(path, templates_dir)
+    if loaded.campaign is None:
+        raise CampaignError(loaded.problems)
+    return loaded.campaign
+
+
+def load_campaigns(campaigns_dir: Path, templates_dir: Path) -> dict[str, Campaign]:
+    """Load every campaign in `campaigns_dir` (not its subfolders) as {id: campaign}.
+
+    All files are read even when one is broken, and checked against each other (duplicate ids,
+    then_enroll naming a campaign that does not exist), so one CampaignError lists everything.
+    Files named `_*`, `.*` or library.yaml are not campaigns.
+    """
+    if not campaigns_dir.is_dir():
+        raise CampaignError([Problem(str(campaigns_dir), None, "", "not a folder of campaigns")])
+    loaded = [
+        _Loaded.read(path, templates_dir) for path in sorted(campaigns_dir.iterdir())
+        if path.suffix.lower() in (".yaml", ".yml") and path.is_file()
+        and not path.name.startswith(("_", ".")) and path.name.lower() not in RESERVED_FILES
+    ]
+    problems = [problem for item in loaded for problem in item.problems]
+    owners: dict[str, _Loaded] = {}
+    for item in loaded:
+        if isinstance(cid := item.raw("id"), str) and cid in owners:
+            message = f'campaign id "{cid}" is already used by {owners[cid].file}'
+            problems.append(item.problem("id", message))
+        elif isinstance(cid, str):
+            owners[cid] = item
+    known = sorted(cid for cid in owners if SLUG.fullmatch(cid))
+    flagged = {(problem.file, problem.field) for problem in problems}
+    for item in loaded:
+        target = item.raw("on_referral", "then_enroll")
+        if isinstance(target, str) and target not in owners and target != item.raw("id") \
+                and (item.file, "on_referral.then_enroll") not in flagged:
+            message = f'no campaign has id "{target}"{_hint(target, known)}'
+            problems.append(item.problem("on_referral.then_enroll", message))
+    if problems:
+        raise CampaignError(problems)
+    return {item.campaign.id: item.campaign for item in loaded if item.campaign}
+
+
+# -- layer 1: YAML, with the line of every key ------------------------------------------------
+
+
+def _parse(content: bytes, file: str) -> tuple[Any, dict[str, int], list[tuple[str, str]]]:
+    """The file's data, the line of each key path, and (path, message) for keys given twice.
+
+    A file that is not YAML raises CampaignError: nothing more can be said about it.
+    """
+    def fail(line: int, message: str) -> CampaignError:
+        return CampaignError([Problem(file, line, "", message)])
+
+    try:
+        text = content.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise fail(content[: exc.start].count(b"\n") + 1, "is not UTF-8 text") from None
+    loader = None
+    try:
+        loader = yaml.SafeLoader(text)
+        node = loader.get_single_node()
+        lines, duplicates = _lines(node)  # before constructing, which rewrites merge keys
+        return loader.construct_document(node) if node else None, lines, duplicates
+    except yaml.MarkedYAMLError as exc:
+        message = exc.problem or "cannot be read"
+        if exc.context:
+            where = f" on line {exc.context_mark.line + 1}" if exc.context_mark else ""
+            message = f"{exc.context}{where}: {message}"
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
+        raise fail(line, f"invalid YAML: {message}") from None
+    except yaml.reader.ReaderError as exc:
+        message = f"invalid YAML: character #x{exc.character:04x}: {exc.reason}"
+        raise fail(text[: exc.position].count("\n") + 1, message) from None
+    finally:
+        if loader:
+            loader.dispose()
+
+
+def _lines(root: yaml.Node | None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Map each key path ("steps[1].wait") to the 1-based line of its key or list item."""
+    lines = {"": root.start_mark.line + 1 if root else 1}
+    duplicates: list[tuple[str, str]] = []
+    stack: list[tuple[yaml.Node, str]] = [(root, "")] if root else []
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if id(node) in seen:  # an alias of a node already walked
+            continue
+        seen.add(id(node))
+        if isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines.setdefault(f"{path}[{i}]", item.start_mark.line + 1)
+                stack.append((item, f"{path}[{i}]"))
+        elif isinstance(node, yaml.MappingNode):
+            keys: set[str] = set()
+            for key, value in node.value:
+                if not isinstance(key, yaml.ScalarNode):
+                    continue
+                sub = f"{path}.{key.value}" if path else key.value
+                if key.value in keys:  # YAML keeps the last one, so point there
+                    message = f'"{key.value}" is given twice (also on line {lines[sub]}); keep one'
+                    duplicates.append((sub, message))
+                keys.add(key.value)
+                lines[sub] = key.start_mark.line + 1
+                stack.append((value, sub))
+    return lines, duplicates
+
+
+def _ancestors(path: str) -> Iterator[str]:
+    """ "steps[1].wait", then "steps[1]", "steps" and "" (the whole file)."""
+    yield path
+    while path:
+        path = re.sub(r"(\.[^.\[\]]*|\[\d+\]|^[^.\[\]]*)$", "", path)
+        yield path
+
+
+# -- layer 2: shape, types and single values --------------------------------------------------
+
+
+def _slug(value: str) -> str:
+    if not SLUG.fullmatch(value):
+        raise ValueError(f'"{value}" is not an id; use lowercase letters, digits and hyphens')
+    return value
+
+
+def _text(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+def _template(value: str, info: ValidationInfo) -> str:
+    root: Path = info.context["templates_dir"]
+    path = root / value
+    if Path(value).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
+        raise ValueError(f'"{value}" must be a path inside the templates folder {root}')
+    if not path.is_file():
+        raise ValueError(f'template "{value}" not found in {root}')
+    return value
+
+
+def _check(parse: Any) -> AfterValidator:
+    """Validate a string with a schedule parser but keep the string; `_build` parses it again."""
+    return AfterValidator(lambda value: (parse(value), value)[1])
+
+
+Slug = Annotated[str, AfterValidator(_slug)]
+Text = Annotated[str, AfterValidator(_text)]
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]  # schedule.WEEKDAYS
+
+
+class _Strict(BaseModel):
+    # strict: `trigger_only: "no"` is an error, not True; forbid: `wiat:` is an error.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class _RawAudience(_Strict):
+    tags: list[Text] = []
+
+
+class _RawWindow(_Strict):
+    days: Annotated[list[Weekday], Field(min_length=1)] = ["mon", "tue", "wed", "thu", "fri"]
+    hours: Annotated[str, _check(parse_hours)]
+    timezone: Annotated[str, _check(lambda name: name == "contact" or zone_named(name))] = "contact"
+
+
+class _RawOnReferral(_Strict):
+    send: Slug | None = None
+    then_enroll: Slug | None = None
+
+
+class _RawStep(_Strict):
+    id: Slug
+    subject: Text
+    template: Annotated[str, AfterValidator(_template)]
+    wait: Annotated[str, _check(parse_wait)] | None = None
+    trigger_only: bool = False
+
+
+class _RawCampaign(_Strict):
+    id: Slug
+    name: Text
+    description: str = ""
+    audience: _RawAudience = _RawAudience()
+    stop_on: list[Literal["reply", "referral"]] = ["reply", "referral"]
+    send_window: _RawWindow | None = None
+    on_referral: _RawOnReferral | None = None
+    steps: Annotated[list[_RawStep], Field(min_length=1)]
+
+
+# The model of the mapping at a path (list indexes left out), to name the fields it takes.
+_MODELS: dict[str, type[BaseModel]] = {
+    "": _RawCampaign, "audience": _RawAudience, "send_window": _RawWindow,
+    "on_referral": _RawOnReferral, "steps": _RawStep,
+}
+_MESSAGES = {  # pydantic's wording, in the terms of someone writing YAML
+    "missing": "is required",
+    "string_type": "must be text",
+    "bool_type": "must be true or false",
+    "list_type": "must be a list, e.g. [a, b]",
+    "model_type": "must be a mapping of fields (key: value)",
+    "too_short": "must list at least one item",
+}
+
+
+def _pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
+    """(field path, message) for each pydantic error."""
+    found = []
+    for err in error.errors(include_url=False):
+        *parent, key = loc = err["loc"]
+        if err["type"] in ("extra_forbidden", "invalid_key"):  # invalid_key: `1: x`
+            known = list(_MODELS[".".join(p for p in parent if isinstance(p, str))].model_fields)
+            found.append((_dotted(parent if err["type"] == "invalid_key" else loc),
+                          f'"{key}" is not a field here{_hint(str(key), known)}'))
+        elif err["type"] == "literal_error":
+            allowed = err["ctx"]["expected"].replace("'", "")
+            found.append((_dotted(loc), f'"{err["input"]}" is not one of {allowed}'))
+        else:
+            message = _MESSAGES.get(err["type"], err["msg"].removeprefix("Value error, "))
+            found.append((_dotted(loc), message))
+    return found
+
+
+def _dotted(loc: Any) -> str:
+    """("steps", 1, "wait") → "steps[1].wait", the way the YAML author sees the field."""
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+
+
+def _hint(word: str, choices: list[str]) -> str:
+    """A "did you mean" for a typo, else the list of what is allowed."""
+    close = difflib.get_close_matches(word, choices, n=1)
+    if close:
+        return f'; did you mean "{close[0]}"?'
+    return f"; expected one of: {', '.join(choices)}" if choices else ""
+
+
+# -- layer 3: checks across fields ------------------------------------------------------------
+
+
+def _cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """Problems that involve more than one field, as (field path, message).
+
+    Reads the raw data defensively instead of the validated model, so that these problems are
+    reported together with those of layer 2 rather than only once those are fixed.
+    """
+    found: list[tuple[str, str]] = []
+    steps = data.get("steps") if isinstance(data.get("steps"), list) else []
+    steps = [s if isinstance(s, dict) else {"trigger_only": True} for s in steps]  # see layer 2
+    ids: dict[str, int] = {}
+    for i, step in enumerate(steps):
+        if isinstance(sid := step.get("id"), str) and sid in ids:
+            found.append((f"steps[{i}].id", f'"{sid}" is already the id of steps[{ids[sid]}]'))
+        elif isinstance(sid, str):
+            ids[sid] = i
+    sequence = [i for i, step in enumerate(steps) if step.get("trigger_only") is not True]
+    if steps and not sequence:
+        found.append(("steps", "every step is trigger_only; add one that is sent in turn"))
+    for i, step in enumerate(steps):
+        if i in sequence[1:] and step.get("wait") is None:
+            found.append((f"steps[{i}].wait", 'is required after the first step, e.g. "5 days"'))
+        elif i not in sequence and step.get("wait") is not None:
+            found.append((f"steps[{i}].wait", "a trigger_only step is sent as soon as the send "
+                                              "window allows; remove the wait"))
+    if isinstance(on_referral := data.get("on_referral"), dict):
+        send, enroll = on_referral.get("send"), on_referral.get("then_enroll")
+        if send is None and enroll is None:
+            found.append(("on_referral", "give send (a step id), then_enroll (a campaign) or both"))
+        if isinstance(send, str) and send not in ids:
+            found.append(("on_referral.send", f'no step has id "{send}"{_hint(send, list(ids))}'))
+        elif isinstance(send, str) and ids[send] in sequence:
+            found.append(("on_referral.send", f'step "{send}" is in the sequence, so everyone '
+                          "would get it in turn too; give it `trigger_only: true`"))
+        if enroll is not None and enroll == data.get("id"):
+            found.append(("on_referral.then_enroll", "a campaign cannot enroll into itself"))
+    return found
+
+
+# -- one file, through the three layers -------------------------------------------------------
+
+
+@dataclass
+class _Loaded:
+    """One file, as far as it could be read: its problems, and the campaign when there are none."""
+
+    file: str
+    data: Any
+    lines: dict[str, int]
+    problems: list[Problem]
+    campaign: Campaign | None = None
+
+    @classmethod
+    def read(cls, path: Path, templates_dir: Path) -> _Loaded:
+        file = str(path)
+        try:
+            content = path.read_bytes()
+            data, lines, found = _parse(content, file)
+        except OSError as exc:
+            return cls(file, None, {}, [Problem(file, None, "", f"cannot be read: {exc.strerror}")])
+        except CampaignError as exc:
+            return cls(file, None, {}, exc.problems)
+        loaded, raw = cls(file, data, lines, []), None
+        if not isinstance(data, dict):
+            empty = "is empty" if data is None else "must be a mapping"
+            found = [("", f"{empty}; a campaign has fields id, name, steps...")]
+        else:
+            try:
+                raw = _RawCampaign.model_validate(data, context={"templates_dir": templates_dir})
+            except ValidationError as error:
+                found += _pydantic_problems(error)
+            flagged = {field for field, _ in found}  # say no more about a field already wrong
+            found += [(field, message) for field, message in _cross_checks(data)
+                      if not any(a in flagged for a in _ancestors(field))]
+        loaded.problems = [loaded.problem(field, message) for field, message in found]
+        if raw and not found:
+            loaded.campaign = _build(raw, lines, path, hashlib.sha256(content).hexdigest())
+        return loaded
+
+    def raw(self, *keys: str) -> Any:
+        """A value of the file's data, or None; for checks across files, even on broken files."""
+        value = self.data
+        for key in keys:
+            value = value.get(key) if isinstance(value, dict) else None
+        return value
+
+    def problem(self, field: str, message: str) -> Problem:
+        """A Problem at `field`, on its line or, when it is missing, on its parent's."""
+        line = next((self.lines[a] for a in _ancestors(field) if a in self.lines), None)
+        return Problem(self.file, line, field, message)
+
+
+def _build(raw: _RawCampaign, lines: dict[str, int], source: Path, digest: str) -> Campaign:
+    """The frozen Campaign of a file that passed every check."""
+    window = None
+    if raw.send_window:
+        days = frozenset(WEEKDAYS.index(day) for day in raw.send_window.days)
+        start, end = parse_hours(raw.send_window.hours)
+        window = SendWindow(days, start, end, raw.send_window.timezone)
+    referral = raw.on_referral and OnReferral(raw.on_referral.send, raw.on_referral.then_enroll)
+    steps = tuple(
+        Step(s.id, s.subject, s.template, parse_wait(s.wait) if s.wait else None, s.trigger_only,
+             next(lines[a] for a in _ancestors(f"steps[{i}]") if a in lines))
+        for i, s in enumerate(raw.steps)
+    )
+    return Campaign(raw.id, raw.name, raw.description, tuple(raw.audience.tags),
+                    frozenset(raw.stop_on), window, referral, steps, source, digest)

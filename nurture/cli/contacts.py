@@ -1,0 +1,29 @@
+"""`nurture contacts import FILE.csv`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..app import Nurture
+from ..contacts import import_contacts
+from .context import pass_app
+
+
+@click.group()
+def contacts() -> None:
+    """Referral sources: physicians, trainers, gyms, nutritionists."""
+
+
+@contacts.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_app
+def import_(app: Nurture, path: Path) -> None:
+    """Import or update contacts from a CSV file. A file with any bad row imports nothing.
+
+    Columns: email, first_name, last_name, organization, role, tags, interests, timezone, owner
+    (tags and interests separated by ';').
+    """
+    result = import_contacts(app.db, path, app.clock)
+    click.echo(f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged")

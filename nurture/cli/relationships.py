@@ -1,0 +1,44 @@
+"""`nurture enroll`, `nurture reply`, `nurture unsubscribe`: who hears from the practice."""
+
+from __future__ import annotations
+
+import click
+
+from ..app import Nurture
+from ..engine import enroll as enroll_contacts
+from ..inbox import record_reply
+from ..unsubscribe import unsubscribe as unsubscribe_contact
+from .context import pass_app
+
+
+@click.command()
+@click.argument("campaign")
+@click.option("--tag", "tags", multiple=True, help="Enroll contacts with this tag (repeatable).")
+@click.option("--email", "emails", multiple=True, help="Enroll this contact (repeatable).")
+@pass_app
+def enroll(app: Nurture, campaign: str, tags: tuple[str, ...], emails: tuple[str, ...]) -> None:
+    """Enroll contacts in CAMPAIGN. Without --tag or --email, the campaign's audience."""
+    result = enroll_contacts(app, campaign, tags=tags, emails=emails)
+    click.echo(f"{result.campaign}: {len(result.enrolled)} enrolled, {len(result.already)} "
+               f"already enrolled, {len(result.suppressed)} unsubscribed or bounced")
+    for email in result.missing:
+        click.echo(f"  no contact {email} (import it first)", err=True)
+
+
+@click.command()
+@click.argument("email")
+@pass_app
+def reply(app: Nurture, email: str) -> None:
+    """Record that EMAIL replied: their sequences stop, so you can answer personally."""
+    result = record_reply(app, email)
+    stopped = ", ".join(result.stopped) or "nothing was running"
+    click.echo(f"reply from {result.email} recorded; stopped: {stopped}")
+
+
+@click.command()
+@click.argument("email")
+@pass_app
+def unsubscribe(app: Nurture, email: str) -> None:
+    """Unsubscribe EMAIL now: nothing more is sent to them."""
+    result = unsubscribe_contact(app, email)
+    click.echo(f"{result} unsubscribed; every unsent email to them is cancelled")

@@ -1,0 +1,312 @@
+"""How a rendered email leaves nurture: over SMTP, or into an outbox folder.
+
+Besides sending, a transport must say exactly what went wrong: *retry later* (Transient), *never
+retry* (Permanent; its ``kind`` says if the address is dead) or *nobody can know* (Uncertain),
+which a person resolves, because a wrong guess is a duplicate in a referral source's inbox.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import email.policy
+import hashlib
+import logging
+import os
+import re
+import smtplib
+import ssl
+import tempfile
+from abc import ABC, abstractmethod
+from email.message import EmailMessage
+from email.utils import getaddresses
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from nurture.errors import NurtureError
+
+log = logging.getLogger(__name__)
+
+
+class DeliveryError(NurtureError):
+    """A message was not delivered, or may not have been. The subclass says what to do next."""
+
+    def __init__(self, detail: str, *, code: int | None = None, enhanced: str | None = None,
+                 recipient: str | None = None):
+        self.code, self.enhanced, self.detail, self.recipient = code, enhanced, detail, recipient
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        status = " ".join(str(part) for part in (self.code, self.enhanced) if part is not None)
+        to = f" (to {self.recipient})" if self.recipient else ""
+        return f"{status} {self.detail}{to}".strip()
+
+
+class TransientDeliveryError(DeliveryError):
+    """Not delivered, and worth trying again later (4xx, refused connection, timeout)."""
+
+
+class PermanentDeliveryError(DeliveryError):
+    """Not delivered; retrying will not help (5xx). ``kind``: "mailbox" when the recipient's
+    address is dead (the contact is bounced), "policy" when the server refused *us* (reputation,
+    authentication: fix our side, keep the contact), or "other" (a full mailbox, too big...)."""
+
+    def __init__(self, detail: str, *, kind: str = "other", code: int | None = None,
+                 enhanced: str | None = None, recipient: str | None = None):
+        self.kind = kind
+        super().__init__(detail, code=code, enhanced=enhanced, recipient=recipient)
+
+
+class UncertainDeliveryError(DeliveryError):
+    """The connection died after DATA, before the server's answer: it may have been delivered."""
+
+
+class TransportConfigError(NurtureError, ValueError):
+    """The mail URL is malformed. The message never quotes the URL: it may hold a password."""
+
+
+_ENHANCED = re.compile(r"^#?([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$)")
+_UNKNOWN_USER = re.compile(
+    r"user unknown|unknown (user|recipient|mailbox)|no such (user|recipient|mailbox)"
+    r"|(user|recipient|mailbox|address) (not found|does not exist|doesn't exist)"
+    r"|invalid (recipient|mailbox)", re.IGNORECASE)
+_POLICY_TEXT = re.compile(r"block|blacklist|spam|reputation|policy|authenticat", re.IGNORECASE)
+_AUTH_CODES = {530, 534, 535, 538}  # RFC 4954: authentication required / failed
+
+
+def classify_smtp_error(code: int, message: bytes | str,
+                        recipient: str | None = None) -> DeliveryError:
+    """Turn an SMTP reply into the error that says what to do next.
+
+    The RFC 3463 enhanced code wins over the basic code because it is the more specific: ``452
+    4.2.2`` and ``552 5.2.2`` both say "mailbox full", and only the second is permanent. A full
+    mailbox is not a bounce (the address is alive), nor are X.1.7/X.1.8, which are about *our*
+    sender address. Without an enhanced code, only wording like "user unknown" bounces.
+    """
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    lines = [line.strip() for line in text.strip().splitlines()] or [""]
+    found = _ENHANCED.match(lines[0])
+    enhanced = ".".join(found.groups()) if found else None
+    # Servers repeat the enhanced code on every line of a multi-line reply; say it once.
+    detail = " ".join(_ENHANCED.sub("", line).strip() for line in lines).strip()
+    if (enhanced or str(code))[0] != "5":  # 4xx, or garbled: a bounded retry costs little
+        return TransientDeliveryError(detail, code=code, enhanced=enhanced, recipient=recipient)
+    if enhanced is not None:
+        _, subject, item = enhanced.split(".")
+        if (subject == "1" and item not in ("7", "8")) or (subject, item) == ("2", "1"):
+            kind = "mailbox"  # X.1.x bad address; X.2.1 mailbox disabled
+        else:
+            kind = "policy" if subject == "7" else "other"
+    elif _UNKNOWN_USER.search(detail):
+        kind = "mailbox"
+    else:
+        kind = "policy" if code in _AUTH_CODES or _POLICY_TEXT.search(detail) else "other"
+    return PermanentDeliveryError(detail, kind=kind, code=code, enhanced=enhanced,
+                                  recipient=recipient)
+
+
+class Transport(ABC):
+    """Where finished messages go. A context manager, so that connections get closed."""
+
+    name: str
+
+    @abstractmethod
+    def send(self, message: EmailMessage) -> None:
+        """Deliver one message, or raise a :class:`DeliveryError` subclass."""
+
+    def close(self) -> None:  # noqa: B027 (a transport without connections has nothing to do)
+        """Release any connection; the transport may still be used afterwards."""
+
+    def __enter__(self) -> Transport:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class _SMTP(smtplib.SMTP):
+    """smtplib.SMTP that remembers whether DATA was issued: past it, a failure is ambiguous."""
+
+    data_started = False
+
+    def data(self, msg):  # type: ignore[no-untyped-def]
+        self.data_started = True
+        return super().data(msg)
+
+
+class _SMTPS(_SMTP, smtplib.SMTP_SSL):
+    """Implicit TLS, with the same DATA bookkeeping."""
+
+
+class SmtpTransport(Transport):
+    """Sends over one SMTP connection, opened on first use and reused for a whole batch.
+
+    ``smtp://[user:password@]host[:port][?starttls=true]`` (port 25) or ``smtps://...`` (465).
+    """
+
+    def __init__(self, url: str, *, timeout: float = 30.0, local_hostname: str | None = None):
+        parts = urlsplit(url.strip())
+        self.scheme = parts.scheme.lower()
+        query = parse_qs(parts.query, keep_blank_values=True)
+        starttls = query.pop("starttls", ["false"])[-1].lower()
+        try:
+            self.port = parts.port or (465 if self.scheme == "smtps" else 25)
+        except ValueError:
+            raise TransportConfigError("the mail URL's port is not a port number") from None
+        if self.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise TransportConfigError("mail URL must look like smtp://host:port or smtps://...")
+        bad_option = query or starttls not in ("true", "false")
+        if bad_option or (starttls == "true" and self.scheme == "smtps"):
+            raise TransportConfigError("the only mail URL option is ?starttls=true, for smtp://")
+        self.host, self.starttls = parts.hostname, starttls == "true"
+        self.username = unquote(parts.username) if parts.username else None
+        self._password = unquote(parts.password or "")
+        self.timeout, self.local_hostname = timeout, local_hostname
+        security = "starttls" if self.starttls else "plain"
+        security = "implicit tls" if self.scheme == "smtps" else security
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        as_user = f", user {self.username}" if self.username else ""
+        self.name = f"{self.scheme}://{host}:{self.port} ({security}{as_user})"
+        self._smtp: _SMTP | None = None
+
+    def send(self, message: EmailMessage) -> None:
+        """Send one message, reconnecting once if the reused connection died in the meantime.
+
+        That is safe only while nothing of this message has reached the server: a dead connection
+        shows at MAIL FROM (as a disconnect, or a late 421 "idle timeout"), before DATA. Once DATA
+        is issued the server may hold the message, so a failure is Uncertain, never retried.
+        """
+        headers = [str(value) for h in ("To", "Cc", "Bcc") for value in message.get_all(h, [])]
+        recipients = [address for _, address in getaddresses(headers) if address]
+        if not recipients:
+            raise PermanentDeliveryError("message has no recipient")
+        if self._smtp is not None and self._smtp.sock is None:
+            self._smtp = None  # smtplib closes the socket itself after a 421
+        if not self._transmit(message, recipients[0], may_be_stale=self._smtp is not None):
+            log.info("connection to %s had gone away; reconnecting", self.name)
+            self._transmit(message, recipients[0], may_be_stale=False)
+
+    def _transmit(self, message: EmailMessage, recipient: str, *, may_be_stale: bool) -> bool:
+        """Send once. False: the reused connection was dead before MAIL FROM got through."""
+        smtp = self._smtp = self._smtp or self._connect()
+        smtp.data_started = False
+        try:
+            refused = smtp.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            address, (code, text) = next(iter(exc.recipients.items()))
+            raise classify_smtp_error(code, text, address) from exc
+        except smtplib.SMTPSenderRefused as exc:
+            if exc.smtp_code == 421 and may_be_stale:
+                self._abandon()
+                return False
+            error = classify_smtp_error(exc.smtp_code, exc.smtp_error, recipient)
+            if isinstance(error, PermanentDeliveryError) and error.kind == "mailbox":
+                error.kind = "other"  # a MAIL FROM refusal is about our address, not theirs
+            raise error from exc
+        except smtplib.SMTPResponseException as exc:  # the server answered: no ambiguity
+            raise classify_smtp_error(exc.smtp_code, exc.smtp_error, recipient) from exc
+        except smtplib.SMTPNotSupportedError as exc:  # e.g. a UTF-8 address, server without it
+            raise PermanentDeliveryError(str(exc), recipient=recipient) from exc
+        except OSError as exc:  # disconnects, resets, timeouts (smtplib's errors are OSErrors)
+            self._abandon()
+            if smtp.data_started:
+                raise UncertainDeliveryError(f"{self.name} went away after DATA: {exc}",
+                                             recipient=recipient) from exc
+            if may_be_stale:
+                return False
+            raise TransientDeliveryError(f"{self.name}: {exc}", recipient=recipient) from exc
+        if refused:  # others accepted it, so it went out: retrying would duplicate
+            log.warning("%s refused %s of %s", self.name, refused, message["Message-ID"])
+        return True
+
+    def _connect(self) -> _SMTP:
+        """Open, greet, upgrade and log in. Failures here come before any message data."""
+        context = ssl.create_default_context()
+        try:
+            if self.scheme == "smtps":
+                smtp: _SMTP = _SMTPS(self.host, self.port, self.local_hostname,
+                                     timeout=self.timeout, context=context)
+            else:
+                smtp = _SMTP(self.host, self.port, self.local_hostname, timeout=self.timeout)
+            try:
+                smtp.ehlo()
+                if self.starttls:
+                    smtp.starttls(context=context)
+                    smtp.ehlo()
+                if self.username:
+                    smtp.login(self.username, self._password)
+            except BaseException:
+                smtp.close()
+                raise
+        except smtplib.SMTPResponseException as exc:  # e.g. 421 greeting, 535 bad password
+            raise classify_smtp_error(exc.smtp_code, exc.smtp_error) from exc
+        except smtplib.SMTPServerDisconnected as exc:
+            raise TransientDeliveryError(f"{self.name} hung up: {exc}") from exc
+        except smtplib.SMTPException as exc:  # no STARTTLS, no usable AUTH: configuration
+            raise PermanentDeliveryError(f"{self.name}: {exc}", kind="policy") from exc
+        except OSError as exc:  # refused, unreachable, timed out, TLS handshake
+            raise TransientDeliveryError(f"cannot connect to {self.name}: {exc}") from exc
+        return smtp
+
+    def _abandon(self) -> None:
+        """Drop a broken connection without the courtesy of QUIT."""
+        if self._smtp is not None:
+            self._smtp.close()
+            self._smtp = None
+
+    def close(self) -> None:
+        if self._smtp is not None:
+            with contextlib.suppress(OSError):
+                self._smtp.quit()
+            self._abandon()
+
+
+class OutboxTransport(Transport):
+    """Writes each message to ``<directory>/<Message-ID>.eml``: delivery for trying things out.
+
+    The bytes are what SMTP would carry, so a file opens in any mail client. Naming files by
+    Message-ID makes a repeated send overwrite rather than duplicate, and temp file + fsync +
+    rename means nobody ever reads half a message.
+    """
+
+    def __init__(self, directory: Path):
+        self.directory = Path(directory)
+        self.name = f"outbox folder {self.directory}"
+
+    def send(self, message: EmailMessage) -> None:
+        data = message.as_bytes(policy=email.policy.SMTP)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    out.write(data)
+                    out.flush()
+                    os.fsync(out.fileno())
+                os.replace(temp, self.directory / _eml_name(message, data))
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(temp)
+                raise
+        except OSError as exc:
+            raise TransientDeliveryError(f"cannot write to {self.name}: {exc}") from exc
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._@+=-]")
+
+
+def _eml_name(message: EmailMessage, data: bytes) -> str:
+    """A safe file name from the Message-ID; a hash keeps apart ids that sanitise alike."""
+    message_id = str(message.get("Message-ID", "")).strip().strip("<>")
+    if not message_id:
+        return f"no-message-id-{hashlib.sha256(data).hexdigest()[:32]}.eml"
+    safe = _UNSAFE.sub("_", message_id).lstrip(".")
+    if safe != message_id or len(safe) > 150:
+        safe = f"{safe[:100]}-{hashlib.sha256(message_id.encode()).hexdigest()[:12]}"
+    return f"{safe}.eml"
+
+
+def open_transport(smtp_url: str | None, outbox_dir: Path) -> Transport:
+    """SMTP when a URL is configured, else the outbox folder: a new user's safe default."""
+    if smtp_url and smtp_url.strip():
+        return SmtpTransport(smtp_url)
+    return OutboxTransport(outbox_dir)

@@ -1,0 +1,284 @@
+"""The state machine over touches: enroll, plan, stop, tick and recover.
+
+Every planned email is a :class:`~nurture.models.Touch` row. Rows change state only through
+compare-and-set updates (``UPDATE … WHERE state = … RETURNING``), which behave the same on SQLite
+and PostgreSQL: whoever's update matched the row owns it, and nobody else can. Redis only
+carries the ids of queued rows; if it loses them, :func:`tick` notices and queues them again.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .app import Nurture
+from .campaigns import Campaign, Step
+from .contacts import find_contacts, normalize_email
+from .models import (
+    PENDING,
+    Contact,
+    ContactStatus,
+    Enrollment,
+    EnrollmentState,
+    Event,
+    Touch,
+    TouchState,
+)
+from .schedule import due_at
+
+# A queued row whose job is missing is only requeued after this long, so a tick never races
+# another tick that has committed its rows but not yet pushed the job to Redis.
+REQUEUE_GRACE = timedelta(seconds=30)
+MAX_BATCHES_PER_TICK = 200
+
+ALWAYS_STOP = ("unsubscribe", "bounce")
+
+
+class Dispatcher(Protocol):
+    """Where the tick hands work to: RQ in production (:mod:`nurture.jobs`)."""
+
+    def enqueue(self, job_id: str, touch_ids: list[int]) -> None: ...
+
+    def lost(self, job_ids: Sequence[str]) -> set[str]:
+        """The ids among ``job_ids`` that will never run (missing from Redis, or finished)."""
+        ...
+
+
+def log_event(session: Session, at: datetime, kind: str, *, contact_id: int | None = None,
+              enrollment_id: int | None = None, touch_id: int | None = None,
+              **detail: Any) -> None:
+    session.add(Event(at=at, kind=kind, contact_id=contact_id, enrollment_id=enrollment_id,
+                      touch_id=touch_id, detail=json.dumps(detail, default=str, sort_keys=True)))
+
+
+# Planning ---------------------------------------------------------------------------------
+def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment: Enrollment,
+               contact: Contact, step: Step, after: datetime,
+               trigger_key: str = "") -> Touch | None:
+    """Plan ``step`` for ``enrollment``; None if that (enrollment, step, trigger) already exists.
+
+    A triggered step (a thank-you) ignores the step's wait: it goes out as soon as the window
+    allows.
+    """
+    window = campaign.send_window
+    zone = app.zone_for(contact.timezone, window.timezone if window else None)
+    due = due_at(after, None if trigger_key else step.wait, window, zone)
+    touch = Touch(enrollment_id=enrollment.id, step_id=step.id, trigger_key=trigger_key,
+                  state=TouchState.SCHEDULED, due_at=due, created_at=app.now())
+    try:
+        with session.begin_nested():  # the unique key decides; a duplicate leaves the rest intact
+            session.add(touch)
+    except IntegrityError:
+        return None
+    return touch
+
+
+def advance(app: Nurture, session: Session, touch: Touch, sent_at: datetime) -> Touch | None:
+    """After a sequence step went out, plan the next one, or complete the enrollment."""
+    enrollment = touch.enrollment
+    campaign = app.campaigns.get(enrollment.campaign_id)
+    if touch.trigger_key or campaign is None or enrollment.state != EnrollmentState.ACTIVE:
+        return None
+    following = campaign.next_step(touch.step_id)
+    if following is None:
+        enrollment.state, enrollment.ended_at = EnrollmentState.COMPLETED, sent_at
+        log_event(session, sent_at, "enrollment_completed", contact_id=enrollment.contact_id,
+                  enrollment_id=enrollment.id, campaign=campaign.id)
+        return None
+    return plan_touch(app, session, campaign, enrollment, enrollment.contact, following, sent_at)
+
+
+# Enrolling ----------------------------------------------------------------------------------
+@dataclass
+class EnrollResult:
+    campaign: str
+    enrolled: list[str] = field(default_factory=list)
+    already: list[str] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)  # unsubscribed or bounced
+    missing: list[str] = field(default_factory=list)  # emails given that are not contacts
+
+
+def enroll(app: Nurture, campaign_id: str, *, tags: Sequence[str] = (),
+           emails: Sequence[str] = ()) -> EnrollResult:
+    """Enroll contacts in a campaign and plan their first step.
+
+    With neither tags nor emails, the campaign's ``audience`` tags choose the contacts.
+    Enrolling twice is harmless: a contact goes through a campaign once.
+    """
+    campaign = app.campaign(campaign_id)
+    if not tags and not emails:
+        tags = campaign.audience_tags
+    result = EnrollResult(campaign.id)
+    now = app.now()
+    with app.db.transaction() as session:
+        app.campaign_row(session, campaign)
+        session.flush()
+        contacts = find_contacts(session, tags=tags, emails=emails) if (tags or emails) else []
+        found = {c.email for c in contacts}
+        result.missing = [e for e in emails if normalize_email(e) not in found]
+        for contact in contacts:
+            enrollment = _enroll_one(app, session, campaign, contact, now, result)
+            if enrollment is not None:
+                result.enrolled.append(contact.email)
+    return result
+
+
+def _enroll_one(app: Nurture, session: Session, campaign: Campaign, contact: Contact,
+                now: datetime, result: EnrollResult) -> Enrollment | None:
+    if contact.status != ContactStatus.ACTIVE:
+        result.suppressed.append(contact.email)
+        return None
+    exists = session.scalar(select(Enrollment.id).where(
+        Enrollment.contact_id == contact.id, Enrollment.campaign_id == campaign.id))
+    if exists is not None:
+        result.already.append(contact.email)
+        return None
+    enrollment = Enrollment(contact_id=contact.id, campaign_id=campaign.id,
+                            state=EnrollmentState.ACTIVE, enrolled_at=now)
+    session.add(enrollment)
+    session.flush()
+    first = campaign.next_step(None)
+    if first is not None:
+        plan_touch(app, session, campaign, enrollment, contact, first, now)
+    log_event(session, now, "enrolled", contact_id=contact.id, enrollment_id=enrollment.id,
+              campaign=campaign.id)
+    return enrollment
+
+
+def enroll_contact(app: Nurture, session: Session, campaign: Campaign, contact: Contact) -> bool:
+    """Enroll one contact inside the caller's transaction (used by referral intake)."""
+    app.campaign_row(session, campaign)
+    session.flush()
+    return _enroll_one(app, session, campaign, contact, app.now(),
+                       EnrollResult(campaign.id)) is not None
+
+
+# Stopping -----------------------------------------------------------------------------------
+def stop_contact(app: Nurture, session: Session, contact: Contact, kind: str) -> list[Enrollment]:
+    """Stop what ``kind`` (reply, referral, unsubscribe, bounce) stops for this contact.
+
+    A reply or referral stops the enrollments whose campaign lists it in ``stop_on``. An
+    unsubscribe or bounce stops everything, including triggered thank-yous not yet sent.
+    """
+    now = app.now()
+    stopped = []
+    active = session.scalars(select(Enrollment).where(
+        Enrollment.contact_id == contact.id, Enrollment.state == EnrollmentState.ACTIVE)).all()
+    for enrollment in active:
+        campaign = app.campaigns.get(enrollment.campaign_id)
+        if kind in ALWAYS_STOP or campaign is None or kind in campaign.stop_on:
+            enrollment.state, enrollment.ended_at, enrollment.stop_reason = (
+                EnrollmentState.STOPPED, now, kind)
+            stopped.append(enrollment)
+            log_event(session, now, "enrollment_stopped", contact_id=contact.id,
+                      enrollment_id=enrollment.id, campaign=enrollment.campaign_id, reason=kind)
+    if stopped:
+        cancel = (update(Touch).where(Touch.enrollment_id.in_([e.id for e in stopped]),
+                                      Touch.state.in_(PENDING), Touch.trigger_key == "")
+                  .values(state=TouchState.CANCELLED, reason=f"stopped by {kind}"))
+        session.execute(cancel)
+    if kind in ALWAYS_STOP:
+        mine = select(Enrollment.id).where(Enrollment.contact_id == contact.id)
+        session.execute(update(Touch).where(Touch.enrollment_id.in_(mine),
+                                            Touch.state.in_(PENDING))
+                        .values(state=TouchState.CANCELLED, reason=f"stopped by {kind}"))
+    return stopped
+
+
+def suppress_contact(app: Nurture, session: Session, contact: Contact, status: ContactStatus,
+                     why: str) -> None:
+    """Unsubscribe or bounce a contact: nothing more is sent to them, effective at once."""
+    now = app.now()
+    if contact.status != status:
+        contact.status, contact.status_changed_at, contact.updated_at = status, now, now
+        log_event(session, now, f"contact_{status}", contact_id=contact.id, why=why)
+    stop_contact(app, session, contact,
+                 "bounce" if status == ContactStatus.BOUNCED else "unsubscribe")
+
+
+# Ticking ------------------------------------------------------------------------------------
+@dataclass
+class TickReport:
+    enqueued: int = 0
+    jobs: int = 0
+    requeued: int = 0  # queued rows whose job Redis lost, planned again
+    failed: int = 0  # rows that ran out of attempts
+    uncertain: int = 0  # claimed rows whose worker died; never resent blindly
+
+
+def tick(app: Nurture, dispatcher: Dispatcher) -> TickReport:
+    """Find what is due and hand it to the dispatcher, in batches; repair what was lost.
+
+    Idempotent: running it twice, or in two processes at once, queues each row once.
+    """
+    report = TickReport()
+    now = app.now()
+    report.uncertain = recover_expired_claims(app, now)
+    _requeue_lost(app, dispatcher, now, report)
+    batch = app.settings.worker_batch_size
+    for _ in range(MAX_BATCHES_PER_TICK):
+        job_id = uuid.uuid4().hex
+        with app.db.transaction() as session:
+            due = session.scalars(
+                select(Touch.id).where(Touch.state == TouchState.SCHEDULED, Touch.due_at <= now)
+                .order_by(Touch.due_at, Touch.id).limit(batch)).all()
+            if not due:
+                break
+            claimed = session.scalars(
+                update(Touch).where(Touch.id.in_(due), Touch.state == TouchState.SCHEDULED)
+                .values(state=TouchState.QUEUED, job_id=job_id, queued_at=now)
+                .returning(Touch.id)).all()
+        if claimed:
+            dispatcher.enqueue(job_id, sorted(claimed))  # after commit: the row is the truth
+            report.enqueued += len(claimed)
+            report.jobs += 1
+        if len(due) < batch:
+            break
+    return report
+
+
+def recover_expired_claims(app: Nurture, now: datetime) -> int:
+    """A claim whose lease ran out means a worker died mid-send: mark it ``uncertain``.
+
+    The message may or may not have reached the SMTP server, so it is neither resent nor
+    dropped: ``nurture status`` lists it and ``nurture resolve`` settles it.
+    """
+    with app.db.transaction() as session:
+        rows = session.execute(
+            update(Touch).where(Touch.state == TouchState.SENDING, Touch.lease_until < now)
+            .values(state=TouchState.UNCERTAIN,
+                    reason="the worker stopped after claiming it; it may have been sent")
+            .returning(Touch.id, Touch.enrollment_id)).all()
+        for touch_id, enrollment_id in rows:
+            log_event(session, now, "touch_uncertain", touch_id=touch_id,
+                      enrollment_id=enrollment_id)
+    return len(rows)
+
+
+def _requeue_lost(app: Nurture, dispatcher: Dispatcher, now: datetime,
+                  report: TickReport) -> None:
+    with app.db.transaction() as session:
+        job_ids = session.scalars(select(Touch.job_id).distinct().where(
+            Touch.state == TouchState.QUEUED, Touch.queued_at < now - REQUEUE_GRACE)).all()
+    lost = dispatcher.lost([j for j in job_ids if j]) if job_ids else set()
+    limit = app.settings.worker_max_attempts
+    for job_id in sorted(lost):
+        with app.db.transaction() as session:
+            base = update(Touch).where(Touch.state == TouchState.QUEUED, Touch.job_id == job_id)
+            again = session.scalars(base.where(Touch.attempts < limit).values(
+                state=TouchState.SCHEDULED, job_id=None).returning(Touch.id)).all()
+            gave_up = session.scalars(base.where(Touch.attempts >= limit).values(
+                state=TouchState.FAILED, reason=f"gave up after {limit} attempts")
+                .returning(Touch.id)).all()
+            for touch_id in gave_up:
+                log_event(session, now, "touch_failed", touch_id=touch_id, why="attempts")
+        report.requeued += len(again)
+        report.failed += len(gave_up)

@@ -1,0 +1,99 @@
+"""The RQ job functions, and the one place that talks to RQ.
+
+Jobs carry only touch ids: the rows in the database say what to send. A job that finds its rows
+already sent or claimed does nothing, so a job run twice, or a job re-enqueued after Redis lost
+it, is harmless.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
+
+from .app import Nurture
+from .delivery import TransientDeliveryError, open_transport
+from .engine import tick
+from .sending import deliver
+
+log = logging.getLogger(__name__)
+
+_app: Nurture | None = None
+
+# A job whose status is one of these will never run again: rows still queued under it are lost.
+_OVER = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+
+def bind(app: Nurture | None) -> None:
+    """Make ``app`` the project the jobs of this process work on (the worker does this)."""
+    global _app
+    _app = app
+
+
+def current_app() -> Nurture:
+    if _app is None:
+        raise RuntimeError("no nurture project is bound to this worker (call nurture.jobs.bind)")
+    return _app
+
+
+def retry_policy(app: Nurture) -> Retry:
+    return Retry(max=app.settings.worker_max_attempts - 1, interval=[10, 30, 60])
+
+
+class RQDispatcher:
+    """Hands batches of due touches to RQ, and tells the tick which jobs Redis has lost."""
+
+    def __init__(self, app: Nurture, connection: Redis):
+        self.app = app
+        self.connection = connection
+        self.queue = Queue(app.settings.worker_queue, connection=connection)
+
+    def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
+        self.queue.enqueue(send_touches, touch_ids, job_id=job_id, retry=retry_policy(self.app),
+                           job_timeout=max(60, 10 * len(touch_ids)), result_ttl=3600,
+                           failure_ttl=7 * 86400, description=f"send {len(touch_ids)} touches")
+
+    def lost(self, job_ids: Sequence[str]) -> set[str]:
+        lost = set()
+        for job_id in job_ids:
+            try:
+                job = Job.fetch(job_id, connection=self.connection)
+            except NoSuchJobError:
+                lost.add(job_id)
+                continue
+            if job.get_status(refresh=False) in _OVER:
+                lost.add(job_id)
+        return lost
+
+
+def tick_job() -> dict[str, Any]:
+    """The periodic tick, enqueued by RQ's cron scheduler inside `nurture worker`."""
+    from rq import get_current_job
+
+    job = get_current_job()
+    connection = job.connection if job is not None else None
+    app = current_app()
+    if connection is None:
+        raise RuntimeError("tick_job must run inside an RQ worker")
+    return asdict(tick(app, RQDispatcher(app, connection)))
+
+
+def send_touches(touch_ids: list[int]) -> dict[str, Any]:
+    """Send a batch of touches over one reused connection.
+
+    If any hit a temporary SMTP error, they are put back in the queued state and the job fails,
+    so RQ's ``Retry`` runs it again later; the rows already sent are skipped on that run.
+    """
+    app = current_app()
+    settings = app.settings
+    with open_transport(settings.smtp_url, settings.outbox_dir) as transport:
+        report = deliver(app, touch_ids, transport)
+    if report.retry:
+        raise TransientDeliveryError(f"temporary failure for touches {report.retry}")
+    return asdict(report)

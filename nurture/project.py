@@ -1,0 +1,89 @@
+"""A nurture project folder: create one (``nurture init``) and check one (``nurture validate``).
+
+Validation renders every step of every campaign against a sample contact, so a missing field or
+a broken template fails here, not in someone's inbox.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .campaigns import Campaign, load_campaigns
+from .errors import CampaignError, Problem
+from .render import Renderer, sample_context
+from .settings import CONFIG_FILE, Settings
+
+SKELETON = Path(__file__).parent / "skeleton"
+
+
+@dataclass
+class InitResult:
+    created: list[Path] = field(default_factory=list)
+    kept: list[Path] = field(default_factory=list)  # already there: never overwritten
+
+
+def init_project(folder: Path) -> InitResult:
+    """Write a working example project into ``folder``; existing files are left alone."""
+    result = InitResult()
+    folder.mkdir(parents=True, exist_ok=True)
+    for source in _skeleton_files():
+        target = folder / source.relative_to(SKELETON)
+        if target.exists():
+            result.kept.append(target)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if source.name == CONFIG_FILE:
+            text = source.read_text(encoding="utf-8")
+            target.write_text(text.replace("GENERATED-SECRET", secrets.token_urlsafe(32)),
+                              encoding="utf-8")
+        else:
+            shutil.copyfile(source, target)
+        result.created.append(target)
+    return result
+
+
+def _skeleton_files() -> list[Path]:
+    # campaigns/ and templates/ in the skeleton link to the shipped ones: follow the links.
+    found = [Path(root) / name for root, _dirs, names in os.walk(SKELETON, followlinks=True)
+             for name in names]
+    return sorted(p for p in found if "__pycache__" not in p.parts)
+
+
+@dataclass
+class Validation:
+    campaigns: dict[str, Campaign] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def validate_project(settings: Settings) -> Validation:
+    """Check settings, every campaign and every template, and list every problem at once."""
+    result = Validation(problems=settings.identity_problems())
+    try:
+        result.campaigns = load_campaigns(settings.campaigns_dir, settings.templates_dir)
+    except CampaignError as exc:
+        result.problems.extend(exc.problems)
+        return result
+    renderer = Renderer(settings.templates_dir)
+    sender = {"name": settings.sender_name or "Sample Sender",
+              "email": settings.sender_email or "sender@example.org",
+              "title": settings.sender_title, "signature": settings.sender_signature}
+    practice = {"name": settings.practice_name or "Sample Practice",
+                "address": settings.practice_address or "1 Sample Street, Springfield",
+                "phone": settings.practice_phone, "website": settings.practice_website}
+    context = sample_context(practice=practice, sender=sender)
+    for campaign in result.campaigns.values():
+        for index, step in enumerate(campaign.steps):
+            step_context = {**context, "campaign": {"id": campaign.id, "name": campaign.name},
+                            "step": {"id": step.id}}
+            result.problems.extend(renderer.check(
+                step.template, step.subject, step_context,
+                field=f"{campaign.source.name}: steps[{index}] ({step.id})"))
+    return result

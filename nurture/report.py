@@ -1,0 +1,60 @@
+"""What `nurture status` shows: where every enrollment stands, what goes out next, what went out,
+and what needs a person's attention (uncertain and failed touches)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+
+from .app import Nurture
+from .models import Contact, Enrollment, Touch, TouchState
+
+
+@dataclass(frozen=True)
+class TouchLine:
+    touch_id: int
+    at: datetime | None
+    email: str
+    campaign: str
+    step: str
+    state: str
+    note: str = ""
+
+
+@dataclass
+class Status:
+    enrollments: dict[str, dict[str, int]] = field(default_factory=dict)  # campaign → state → n
+    touches: dict[str, int] = field(default_factory=dict)  # state → n
+    next: list[TouchLine] = field(default_factory=list)
+    last: list[TouchLine] = field(default_factory=list)
+    attention: list[TouchLine] = field(default_factory=list)
+
+
+def status(app: Nurture, limit: int = 10) -> Status:
+    result = Status()
+    with app.db.transaction() as session:
+        for campaign, state, count in session.execute(
+                select(Enrollment.campaign_id, Enrollment.state, func.count())
+                .group_by(Enrollment.campaign_id, Enrollment.state)
+                .order_by(Enrollment.campaign_id, Enrollment.state)):
+            result.enrollments.setdefault(campaign, {})[state] = count
+        result.touches = {state: count for state, count in session.execute(
+            select(Touch.state, func.count()).group_by(Touch.state))}
+
+        def lines(*where: Any, order: Any, at: Any, note: Any = None) -> list[TouchLine]:
+            query = (select(Touch.id, at, Contact.email, Enrollment.campaign_id, Touch.step_id,
+                            Touch.state, note if note is not None else Touch.subject)
+                     .join(Touch.enrollment).join(Enrollment.contact)
+                     .where(*where).order_by(order).limit(limit))
+            return [TouchLine(*row[:6], row[6] or "") for row in session.execute(query)]
+
+        result.next = lines(Touch.state.in_([TouchState.SCHEDULED, TouchState.QUEUED]),
+                            order=Touch.due_at, at=Touch.due_at)
+        result.last = lines(Touch.state == TouchState.SENT, order=Touch.sent_at.desc(),
+                            at=Touch.sent_at)
+        result.attention = lines(Touch.state.in_([TouchState.UNCERTAIN, TouchState.FAILED]),
+                                 order=Touch.id, at=Touch.claimed_at, note=Touch.reason)
+    return result

@@ -1,0 +1,158 @@
+"""One settings object, resolved in one place.
+
+Precedence, highest first: a CLI option, ``nurture.toml``, a ``NURTURE_*`` environment variable,
+the embedded default. The embedded defaults run the whole loop on a fresh machine: a SQLite file,
+an embedded Redis (see :mod:`nurture.redis_server`) and mail written to ``./outbox/``.
+
+In ``nurture.toml`` a setting lives in a section named after its first word, so ``sender_name`` is
+``[sender] name = …`` and its environment variable is ``NURTURE_SENDER_NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError, Problem
+
+CONFIG_FILE = "nurture.toml"
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_dir: Path = field(default_factory=Path.cwd)
+    database_url: str = "sqlite:///nurture.db"
+    redis_url: str = ""  # empty: an embedded redis-server owned by the command
+    smtp_url: str = ""  # empty: write .eml files to outbox_dir instead of sending
+    smtp_outbox: str = "outbox"
+    sender_name: str = ""
+    sender_email: str = ""
+    sender_title: str = ""
+    sender_signature: str = ""
+    practice_name: str = ""
+    practice_address: str = ""
+    practice_phone: str = ""
+    practice_website: str = ""
+    practice_timezone: str = "UTC"  # used when a contact has no time zone
+    paths_campaigns: str = "campaigns"
+    paths_templates: str = "templates"
+    paths_state: str = ".nurture"  # embedded Redis files, the generated secret
+    worker_queue: str = "nurture"
+    worker_tick_interval: int = 60  # seconds between periodic ticks
+    worker_batch_size: int = 50  # touches per send job
+    worker_lease_seconds: int = 300  # a claimed touch not recorded by then is `uncertain`
+    worker_max_attempts: int = 4  # transient failures before a touch is `failed`
+    web_base_url: str = "http://localhost:8000"
+    secret_key: str = ""  # signs unsubscribe links; generated into paths_state if empty
+
+    # Resolved paths -------------------------------------------------------------------------
+    def path(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.project_dir / p
+
+    @property
+    def campaigns_dir(self) -> Path:
+        return self.path(self.paths_campaigns)
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.path(self.paths_templates)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.path(self.paths_state)
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.path(self.smtp_outbox)
+
+    @property
+    def sender_domain(self) -> str:
+        return self.sender_email.rpartition("@")[2] or "localhost"
+
+    def identity_problems(self) -> list[Problem]:
+        """The sender identity every email needs (CAN-SPAM wants a postal address)."""
+        src = str(self.project_dir / CONFIG_FILE)
+        need = {"sender_name": "[sender] name", "sender_email": "[sender] email",
+                "practice_name": "[practice] name", "practice_address": "[practice] address"}
+        return [Problem(src, None, label, "is required: it goes into every email")
+                for name, label in need.items() if not getattr(self, name).strip()]
+
+
+_FIELDS = {f.name: f for f in fields(Settings) if f.name != "project_dir"}
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    kind = type(getattr(Settings(), name))
+    if kind is int:
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            problem = Problem(source, None, name, f"{value!r} is not a whole number")
+            raise InputError([problem]) from None
+    return str(value)
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError([Problem(str(path), None, "", str(exc))]) from None
+    flat: dict[str, Any] = {}
+    problems = []
+    for section, body in data.items():
+        items = body.items() if isinstance(body, dict) else [(None, body)]
+        for key, value in items:
+            name = section if key is None else f"{section}_{key}"
+            if name not in _FIELDS:
+                label = section if key is None else f"[{section}] {key}"
+                problems.append(Problem(str(path), None, label, "unknown setting"))
+            else:
+                flat[name] = _coerce(name, value, str(path))
+    if problems:
+        raise InputError(problems)
+    return flat
+
+
+def load_settings(project_dir: Path | None = None, overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Resolve settings for a project folder: overrides > nurture.toml > NURTURE_* > defaults."""
+    project_dir = (project_dir or Path.cwd()).resolve()
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name in _FIELDS:
+        env = environ.get(f"NURTURE_{name.upper()}")
+        if env is not None:
+            values[name] = _coerce(name, env, f"NURTURE_{name.upper()}")
+    values.update(_from_toml(project_dir / CONFIG_FILE))
+    values.update({k: _coerce(k, v, "option")
+                   for k, v in (overrides or {}).items() if v is not None})
+    settings = Settings(project_dir=project_dir, **values)
+    if not settings.secret_key:
+        settings = replace(settings, secret_key=_generated_secret(settings.state_dir))
+    return settings
+
+
+def _generated_secret(state_dir: Path) -> str:
+    """A per-project secret kept in the state folder, so links stay valid across runs."""
+    path = state_dir / "secret"
+    if path.exists():
+        return path.read_text().strip()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    tmp = state_dir / f"secret.{os.getpid()}.tmp"
+    tmp.write_text(secrets.token_urlsafe(32))
+    os.chmod(tmp, 0o600)
+    try:
+        os.link(tmp, path)  # atomic and exclusive: two first runs at once agree on one secret
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+    return path.read_text().strip()

@@ -1,0 +1,147 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), a real Redis, a fake clock.
+
+Every test that takes ``database_url`` runs once per database in NURTURE_TEST_DATABASES
+(default ``sqlite,postgresql``). PostgreSQL tests each get a schema of their own, so they are
+isolated without recreating the database. Redis tests use NURTURE_TEST_REDIS_URL (a database
+number of its own, flushed around each test) or, when unset, a private embedded redis-server.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+import redis
+from sqlalchemy import create_engine, text
+
+from nurture.clock import FakeClock
+from nurture.db import Database, open_database
+
+if TYPE_CHECKING:
+    from nurture.app import Nurture
+    from nurture.settings import Settings
+
+PG_URL = os.environ.get("NURTURE_TEST_POSTGRES_URL",
+                        "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+DATABASES = [d.strip() for d in os.environ.get("NURTURE_TEST_DATABASES",
+                                               "sqlite,postgresql").split(",") if d.strip()]
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'nurture.db'}"
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(PG_URL)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    except Exception as exc:  # make the cause obvious instead of a wall of driver errors
+        pytest.fail(f"PostgreSQL is not reachable at {PG_URL}: {exc}. Start it, set "
+                    "NURTURE_TEST_POSTGRES_URL, or run with NURTURE_TEST_DATABASES=sqlite.")
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+    with admin.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = open_database(database_url)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    # A Monday morning in New York, inside the usual weekday send window.
+    return FakeClock(datetime(2026, 12, 7, 14, 0, tzinfo=UTC))
+
+
+@pytest.fixture(scope="session")
+def redis_server_url() -> Iterator[str]:
+    url = os.environ.get("NURTURE_TEST_REDIS_URL")
+    if url:
+        yield url
+        return
+    from nurture.redis_server import EmbeddedRedis
+
+    state = Path(tempfile.mkdtemp(prefix="nr-test-"))
+    server = EmbeddedRedis(state)
+    server.start()
+    yield server.url
+    server.stop()
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server_url: str) -> Iterator[str]:
+    conn = redis.Redis.from_url(redis_server_url)
+    conn.flushdb()
+    yield redis_server_url
+    conn.flushdb()
+    conn.close()
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[object]:
+    from tests.smtp_sink import SmtpSink
+
+    with SmtpSink() as sink:
+        yield sink
+
+
+# A skipped test is a test that did not run: CI must not pass quietly on one.
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _skipped and exitstatus == 0 and not os.environ.get("NURTURE_TEST_ALLOW_SKIP"):
+        print(f"\nfailing the run: {len(_skipped)} test(s) skipped: {_skipped[:5]}")
+        session.exitstatus = 1
+
+
+def make_settings(project_dir: Path, **overrides: object) -> Settings:
+    """Settings for a test project that uses the shipped campaigns and templates."""
+    from nurture.settings import Settings
+
+    values: dict[str, object] = dict(
+        project_dir=project_dir,
+        paths_campaigns=str(REPO / "campaigns"),
+        paths_templates=str(REPO / "templates"),
+        sender_name="Alex Rivera",
+        sender_email="alex@riverapt.example",
+        sender_title="Physical therapist and owner",
+        practice_name="Rivera Physical Therapy",
+        practice_address="120 Main Street, Springfield, IL 62701",
+        practice_timezone="America/New_York",
+        secret_key="test-secret",
+        worker_queue=f"nurture-test-{uuid.uuid4().hex[:6]}",
+    )
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def app(tmp_path: Path, database_url: str, clock: FakeClock) -> Iterator[Nurture]:
+    """A project on the test database, sending to the outbox folder unless told otherwise."""
+    from nurture.app import Nurture
+
+    project = Nurture.open(make_settings(tmp_path, database_url=database_url), clock)
+    yield project
+    project.close()

@@ -1,0 +1,19 @@
+"""Start the nurture worker daemon: the same as `nurture worker`.
+
+    python worker.py [--now ISO-8601] [--project DIR] [--burst] ...
+
+Global options (``--now``, ``--project``, ``--database-url``...) and ``--burst`` may be given in
+any order.
+"""
+
+import sys
+
+from nurture.cli import main
+
+WORKER_FLAGS = {"--burst"}
+
+if __name__ == "__main__":
+    args = sys.argv[1:]
+    flags = [a for a in args if a in WORKER_FLAGS]
+    options = [a for a in args if a not in WORKER_FLAGS]
+    main([*options, "worker", *flags])
