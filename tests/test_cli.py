@@ -140,7 +140,8 @@ def test_tick_then_burst_worker_on_embedded_defaults(project: Path) -> None:
     messages = _eml(project)
     assert len(messages) == 5
     for message in messages:  # sent at the --now time, not the machine's
-        assert abs(parsedate_to_datetime(message["Date"]) - parse_instant(NOW)).total_seconds() < 120
+        sent = parsedate_to_datetime(message["Date"])
+        assert abs(sent - parse_instant(NOW)).total_seconds() < 120
     assert _redis_pid(project) is None
     again = run(project, "--now", NOW, "worker", "--burst")
     assert again.returncode == 0 and len(_eml(project)) == 5  # nothing twice

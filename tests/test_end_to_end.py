@@ -8,7 +8,7 @@ contact replies, another refers a patient, a third hears the sequence as planned
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from nurture.report import status
 from tests.conftest import make_settings
 
 CSV = """email,first_name,last_name,organization,role,tags,interests,timezone
-dr.lee@clinic.example,Dana,Lee,Springfield Family Medicine,physician,prospect;physician,running,America/New_York
+dr.lee@clinic.example,Dana,Lee,Springfield Family Medicine,physician,prospect,,America/New_York
 sam@ironworks.example,Sam,Ortiz,Ironworks Gym,personal trainer,prospect;trainer,,America/Chicago
 pat@greenplate.example,Pat,Kim,Green Plate Nutrition,nutritionist,prospect,,America/Los_Angeles
 """
