@@ -6,7 +6,6 @@ That is what makes ``--now``, ``simulate`` and fast tests possible, and it keeps
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -36,23 +35,13 @@ class SystemClock:
         return datetime.now(UTC)
 
 
-class ShiftedClock:
-    """Starts at a chosen instant and then runs at real speed (``nurture --now``).
-
-    A frozen clock would give every send of a burst the same timestamp; a shifted one keeps the
-    order of events and real spacing between them, while acting as if it were another day.
-    """
-
-    def __init__(self, start: datetime):
-        self._start = as_utc(start)
-        self._origin = time.monotonic()
-
-    def now(self) -> datetime:
-        return self._start + timedelta(seconds=time.monotonic() - self._origin)
-
-
 class FakeClock:
-    """A clock that only moves when told to: for tests and simulations."""
+    """A clock that only moves when told to: ``nurture --now``, tests and simulations.
+
+    ``--now`` freezes time rather than starting a running clock there: a touch that
+    ``nurture --now T enroll`` plans for T must be due when ``nurture --now T worker --burst``
+    ticks, however long each command took to start.
+    """
 
     def __init__(self, start: datetime):
         self._now = as_utc(start)

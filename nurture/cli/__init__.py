@@ -1,7 +1,7 @@
 """The ``nurture`` command: a thin layer that parses options, calls the library and prints.
 
 Global options apply to every command. ``--now`` makes every command act as if it were that time
-(a clock that starts there and runs on), for dry runs and tests.
+(the clock stays at that instant), for dry runs and tests.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from ..clock import ShiftedClock, SystemClock, parse_instant
+from ..clock import FakeClock, SystemClock, parse_instant
 from .contacts import contacts
 from .context import Context
 from .project import init, status, validate
@@ -31,7 +31,7 @@ def _parse_now(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--now", callback=_parse_now, metavar="ISO-8601",
-              help="Act as if it were this time (e.g. 2026-12-07T15:00:00Z).")
+              help="Act as if it were this time, frozen (e.g. 2026-12-07T15:00:00Z).")
 @click.option("--project", "project_dir", type=click.Path(file_okay=False, path_type=Path),
               help="The project folder (holds nurture.toml). Default: the current folder.")
 @click.option("--database-url", help="Overrides [database] url / NURTURE_DATABASE_URL.")
@@ -41,7 +41,7 @@ def _parse_now(_ctx: click.Context, _param: click.Parameter, value: str | None) 
 def main(ctx: click.Context, now: object, project_dir: Path | None, database_url: str | None,
          redis_url: str | None, smtp_url: str | None) -> None:
     """nurture keeps a practice in touch with the people who send it patients."""
-    clock = ShiftedClock(now) if now is not None else SystemClock()  # type: ignore[arg-type]
+    clock = FakeClock(now) if now is not None else SystemClock()  # type: ignore[arg-type]
     ctx.obj = Context(project_dir=project_dir, clock=clock,
                       overrides={"database_url": database_url, "redis_url": redis_url,
                                  "smtp_url": smtp_url})

@@ -1,0 +1,69 @@
+"""The README is part of the product: its commands, settings and examples must be true."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from dataclasses import fields
+from pathlib import Path
+
+import click
+import pytest
+
+from nurture.campaigns import load_campaigns
+from nurture.cli import main
+from nurture.settings import Settings
+from tests.conftest import REPO
+
+README = (REPO / "README.md").read_text()
+
+
+def _commands(group: click.Group, prefix: str = "nurture") -> list[str]:
+    found = []
+    for name, command in group.commands.items():
+        path = f"{prefix} {name}"
+        found += _commands(command, path) if isinstance(command, click.Group) else [path]
+    return found
+
+
+@pytest.mark.parametrize("command", _commands(main))
+def test_every_command_is_documented(command: str) -> None:
+    assert f"`{command}" in README, f"{command} is missing from the README's command table"
+
+
+@pytest.mark.parametrize("name", [f.name for f in fields(Settings) if f.name != "project_dir"])
+def test_every_setting_is_documented(name: str) -> None:
+    section, _, key = name.partition("_")
+    if name == "secret_key":
+        assert "`secret_key`" in README and "NURTURE_SECRET_KEY" in README
+        return
+    row = re.search(rf"^\| `\[{section}\] [^|]*\b{key}\b[^|]*` \|.*$", README, re.M)
+    assert row, f"[{section}] {key} is missing from the README's settings table"
+
+
+def test_readme_campaign_example_is_valid(tmp_path: Path) -> None:
+    example = re.search(r"```yaml\n(.*?)```", README, re.S).group(1)  # type: ignore[union-attr]
+    (tmp_path / "referral-outreach.yaml").write_text(example)
+    shutil.copy(REPO / "campaigns" / "partner-care.yaml", tmp_path)
+    campaigns = load_campaigns(tmp_path, REPO / "templates")
+    outreach = campaigns["referral-outreach"]
+    assert [s.id for s in outreach.sequence()] == ["hello", "question", "check-in"]
+    assert outreach.on_referral is not None and outreach.on_referral.then_enroll == "partner-care"
+
+
+def test_quickstart_runs_on_embedded_defaults(tmp_path: Path) -> None:
+    demo = Path("/tmp") / f"nr-qs-{os.getpid()}"  # short: the Redis socket lives in it
+    try:
+        result = subprocess.run([str(REPO / "scripts" / "quickstart"), "--burst"],
+                                env={**os.environ, "NURTURE_DEMO_DIR": str(demo)},
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "referral-outreach: 6 enrolled" in result.stdout
+        assert "redis:    embedded redis-server" in result.stdout
+        assert f"mail:     outbox folder {demo}/outbox" in result.stdout
+        assert (demo / "nurture.db").is_file()
+        assert not (demo / ".nurture" / "redis.sock").exists()
+    finally:
+        shutil.rmtree(demo, ignore_errors=True)
