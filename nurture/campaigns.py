@@ -5,35 +5,55 @@ every problem at once, each with file, line and field (`steps[1].wait`) and a me
 to fix it. Unknown keys are errors: a `wiat:` silently ignored sends an email at the wrong time.
 
 Validation has three layers, all run so that one pass reports everything:
-1. PyYAML composes the document into nodes, which remember their lines (`_parse`, `_lines`);
+1. PyYAML composes the document into nodes, which remember their lines (:mod:`nurture.yamlfile`);
 2. pydantic checks shape, types and single values (the `_Raw*` models);
 3. checks across fields (`_cross_checks`) and across files (`load_campaigns`).
 Only a file that passes all of them becomes a frozen :class:`Campaign`.
+
+A step may also pick an item from the content library (``content: {kind: article}``, see
+:mod:`nurture.library`), show it in another layout (``layout: card``: ``templates/_card.mjml``)
+and be sent as a reply to an earlier step (``thread: hello``). Whether the library has items of
+that kind is checked by ``nurture validate``, which reads both.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
 
 from nurture.errors import CampaignError, Problem
+from nurture.render import layout_file
 from nurture.schedule import WEEKDAYS, SendWindow, Wait, parse_hours, parse_wait, zone_named
+from nurture.yamlfile import ancestors as _ancestors
+from nurture.yamlfile import hint as _hint
+from nurture.yamlfile import line_of, parse, pydantic_problems
 
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
-RESERVED_FILES = frozenset({"library.yaml", "library.yml"})  # the content library, later
+RESERVED_FILES = frozenset({"library.yaml", "library.yml"})  # the content library
+MATCH_DEFAULT = ("interests", "role")
+
+
+@dataclass(frozen=True)
+class Content:
+    """What a step picks from the library: an item of `kind` this contact has never been sent,
+    preferring items related to the contact's fields in `match`, in that order."""
+
+    kind: str  # article, book
+    match: tuple[str, ...] = MATCH_DEFAULT
 
 
 @dataclass(frozen=True)
 class Step:
-    """One email of a campaign; `line` lets later messages point back at the YAML."""
+    """One email of a campaign; `line` lets later messages point back at the YAML.
+
+    `thread` names an earlier step: this one is then sent as a reply to it (when it was sent).
+    `layout` is the name of the layout the body is wrapped in (`personal`: `_layout.mjml`).
+    """
 
     id: str
     subject: str
@@ -41,6 +61,9 @@ class Step:
     wait: Wait | None
     trigger_only: bool
     line: int
+    content: Content | None = None
+    thread: str | None = None
+    layout: str = "personal"
 
 
 @dataclass(frozen=True)
@@ -134,80 +157,6 @@ def load_campaigns(campaigns_dir: Path, templates_dir: Path) -> dict[str, Campai
     return {item.campaign.id: item.campaign for item in loaded if item.campaign}
 
 
-# -- layer 1: YAML, with the line of every key ------------------------------------------------
-
-
-def _parse(content: bytes, file: str) -> tuple[Any, dict[str, int], list[tuple[str, str]]]:
-    """The file's data, the line of each key path, and (path, message) for keys given twice.
-
-    A file that is not YAML raises CampaignError: nothing more can be said about it.
-    """
-    def fail(line: int, message: str) -> CampaignError:
-        return CampaignError([Problem(file, line, "", message)])
-
-    try:
-        text = content.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise fail(content[: exc.start].count(b"\n") + 1, "is not UTF-8 text") from None
-    loader = None
-    try:
-        loader = yaml.SafeLoader(text)
-        node = loader.get_single_node()
-        lines, duplicates = _lines(node)  # before constructing, which rewrites merge keys
-        return loader.construct_document(node) if node else None, lines, duplicates
-    except yaml.MarkedYAMLError as exc:
-        message = exc.problem or "cannot be read"
-        if exc.context:
-            where = f" on line {exc.context_mark.line + 1}" if exc.context_mark else ""
-            message = f"{exc.context}{where}: {message}"
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 1
-        raise fail(line, f"invalid YAML: {message}") from None
-    except yaml.reader.ReaderError as exc:
-        message = f"invalid YAML: character #x{exc.character:04x}: {exc.reason}"
-        raise fail(text[: exc.position].count("\n") + 1, message) from None
-    finally:
-        if loader:
-            loader.dispose()
-
-
-def _lines(root: yaml.Node | None) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Map each key path ("steps[1].wait") to the 1-based line of its key or list item."""
-    lines = {"": root.start_mark.line + 1 if root else 1}
-    duplicates: list[tuple[str, str]] = []
-    stack: list[tuple[yaml.Node, str]] = [(root, "")] if root else []
-    seen: set[int] = set()
-    while stack:
-        node, path = stack.pop()
-        if id(node) in seen:  # an alias of a node already walked
-            continue
-        seen.add(id(node))
-        if isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                lines.setdefault(f"{path}[{i}]", item.start_mark.line + 1)
-                stack.append((item, f"{path}[{i}]"))
-        elif isinstance(node, yaml.MappingNode):
-            keys: set[str] = set()
-            for key, value in node.value:
-                if not isinstance(key, yaml.ScalarNode):
-                    continue
-                sub = f"{path}.{key.value}" if path else key.value
-                if key.value in keys:  # YAML keeps the last one, so point there
-                    message = f'"{key.value}" is given twice (also on line {lines[sub]}); keep one'
-                    duplicates.append((sub, message))
-                keys.add(key.value)
-                lines[sub] = key.start_mark.line + 1
-                stack.append((value, sub))
-    return lines, duplicates
-
-
-def _ancestors(path: str) -> Iterator[str]:
-    """ "steps[1].wait", then "steps[1]", "steps" and "" (the whole file)."""
-    yield path
-    while path:
-        path = re.sub(r"(\.[^.\[\]]*|\[\d+\]|^[^.\[\]]*)$", "", path)
-        yield path
-
-
 # -- layer 2: shape, types and single values --------------------------------------------------
 
 
@@ -230,6 +179,14 @@ def _template(value: str, info: ValidationInfo) -> str:
         raise ValueError(f'"{value}" must be a path inside the templates folder {root}')
     if not path.is_file():
         raise ValueError(f'template "{value}" not found in {root}')
+    return value
+
+
+def _layout(value: str, info: ValidationInfo) -> str:
+    _slug(value)
+    root: Path = info.context["templates_dir"]
+    if not (root / layout_file(value)).is_file():
+        raise ValueError(f'layout "{value}" needs the file {layout_file(value)} in {root}')
     return value
 
 
@@ -263,12 +220,20 @@ class _RawOnReferral(_Strict):
     then_enroll: Slug | None = None
 
 
+class _RawContent(_Strict):
+    kind: Literal["article", "book"]
+    match: list[Literal["interests", "role"]] = list(MATCH_DEFAULT)
+
+
 class _RawStep(_Strict):
     id: Slug
     subject: Text
     template: Annotated[str, AfterValidator(_template)]
     wait: Annotated[str, _check(parse_wait)] | None = None
     trigger_only: bool = False
+    content: _RawContent | None = None
+    thread: Slug | None = None
+    layout: Annotated[str, AfterValidator(_layout)] = "personal"
 
 
 class _RawCampaign(_Strict):
@@ -285,49 +250,8 @@ class _RawCampaign(_Strict):
 # The model of the mapping at a path (list indexes left out), to name the fields it takes.
 _MODELS: dict[str, type[BaseModel]] = {
     "": _RawCampaign, "audience": _RawAudience, "send_window": _RawWindow,
-    "on_referral": _RawOnReferral, "steps": _RawStep,
+    "on_referral": _RawOnReferral, "steps": _RawStep, "steps.content": _RawContent,
 }
-_MESSAGES = {  # pydantic's wording, in the terms of someone writing YAML
-    "missing": "is required",
-    "string_type": "must be text",
-    "bool_type": "must be true or false",
-    "list_type": "must be a list, e.g. [a, b]",
-    "model_type": "must be a mapping of fields (key: value)",
-    "too_short": "must list at least one item",
-}
-
-
-def _pydantic_problems(error: ValidationError) -> list[tuple[str, str]]:
-    """(field path, message) for each pydantic error."""
-    found = []
-    for err in error.errors(include_url=False):
-        *parent, key = loc = err["loc"]
-        if err["type"] in ("extra_forbidden", "invalid_key"):  # invalid_key: `1: x`
-            known = list(_MODELS[".".join(p for p in parent if isinstance(p, str))].model_fields)
-            found.append((_dotted(parent if err["type"] == "invalid_key" else loc),
-                          f'"{key}" is not a field here{_hint(str(key), known)}'))
-        elif err["type"] == "literal_error":
-            allowed = err["ctx"]["expected"].replace("'", "")
-            found.append((_dotted(loc), f'"{err["input"]}" is not one of {allowed}'))
-        else:
-            message = _MESSAGES.get(err["type"], err["msg"].removeprefix("Value error, "))
-            found.append((_dotted(loc), message))
-    return found
-
-
-def _dotted(loc: Any) -> str:
-    """("steps", 1, "wait") → "steps[1].wait", the way the YAML author sees the field."""
-    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
-
-
-def _hint(word: str, choices: list[str]) -> str:
-    """A "did you mean" for a typo, else the list of what is allowed."""
-    close = difflib.get_close_matches(word, choices, n=1)
-    if close:
-        return f'; did you mean "{close[0]}"?'
-    return f"; expected one of: {', '.join(choices)}" if choices else ""
-
-
 # -- layer 3: checks across fields ------------------------------------------------------------
 
 
@@ -355,6 +279,7 @@ def _cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
         elif i not in sequence and step.get("wait") is not None:
             found.append((f"steps[{i}].wait", "a trigger_only step is sent as soon as the send "
                                               "window allows; remove the wait"))
+    found += _step_links(steps, ids)
     if isinstance(on_referral := data.get("on_referral"), dict):
         send, enroll = on_referral.get("send"), on_referral.get("then_enroll")
         if send is None and enroll is None:
@@ -366,6 +291,25 @@ def _cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
                           "would get it in turn too; give it `trigger_only: true`"))
         if enroll is not None and enroll == data.get("id"):
             found.append(("on_referral.then_enroll", "a campaign cannot enroll into itself"))
+    return found
+
+
+def _step_links(steps: list[dict[str, Any]], ids: dict[str, int]) -> list[tuple[str, str]]:
+    """`thread` names an earlier step; the card layout shows a picked item, so needs content."""
+    found: list[tuple[str, str]] = []
+    for i, step in enumerate(steps):
+        target = step.get("thread")
+        if isinstance(target, str) and target not in ids:
+            found.append((f"steps[{i}].thread",
+                          f'no step has id "{target}"{_hint(target, list(ids))}'))
+        elif isinstance(target, str) and ids[target] == i:
+            found.append((f"steps[{i}].thread", "a step cannot reply to itself"))
+        elif isinstance(target, str) and ids[target] > i:
+            found.append((f"steps[{i}].thread", f'step "{target}" comes later (steps'
+                          f"[{ids[target]}]); a step can only reply to an earlier one"))
+        if step.get("layout") == "card" and step.get("content") is None:
+            found.append((f"steps[{i}].layout", "the card layout shows an item from the library; "
+                          "add content: {kind: article} (or book), or use layout: personal"))
     return found
 
 
@@ -387,7 +331,7 @@ class _Loaded:
         file = str(path)
         try:
             content = path.read_bytes()
-            data, lines, found = _parse(content, file)
+            data, lines, found = parse(content, file, CampaignError)
         except OSError as exc:
             return cls(file, None, {}, [Problem(file, None, "", f"cannot be read: {exc.strerror}")])
         except CampaignError as exc:
@@ -400,7 +344,7 @@ class _Loaded:
             try:
                 raw = _RawCampaign.model_validate(data, context={"templates_dir": templates_dir})
             except ValidationError as error:
-                found += _pydantic_problems(error)
+                found += pydantic_problems(error, _MODELS)
             flagged = {field for field, _ in found}  # say no more about a field already wrong
             found += [(field, message) for field, message in _cross_checks(data)
                       if not any(a in flagged for a in _ancestors(field))]
@@ -418,8 +362,7 @@ class _Loaded:
 
     def problem(self, field: str, message: str) -> Problem:
         """A Problem at `field`, on its line or, when it is missing, on its parent's."""
-        line = next((self.lines[a] for a in _ancestors(field) if a in self.lines), None)
-        return Problem(self.file, line, field, message)
+        return Problem(self.file, line_of(self.lines, field), field, message)
 
 
 def _build(raw: _RawCampaign, lines: dict[str, int], source: Path, digest: str) -> Campaign:
@@ -432,7 +375,9 @@ def _build(raw: _RawCampaign, lines: dict[str, int], source: Path, digest: str) 
     referral = raw.on_referral and OnReferral(raw.on_referral.send, raw.on_referral.then_enroll)
     steps = tuple(
         Step(s.id, s.subject, s.template, parse_wait(s.wait) if s.wait else None, s.trigger_only,
-             next(lines[a] for a in _ancestors(f"steps[{i}]") if a in lines))
+             line_of(lines, f"steps[{i}]") or 1,
+             Content(s.content.kind, tuple(s.content.match)) if s.content else None,
+             s.thread, s.layout)
         for i, s in enumerate(raw.steps)
     )
     return Campaign(raw.id, raw.name, raw.description, tuple(raw.audience.tags),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 from collections.abc import Callable
 from dataclasses import asdict
 
@@ -75,13 +76,14 @@ def run_worker(app: Nurture, *, burst: bool = False,
 
 def _start_cron(redis_url: str, queue: str, interval: int) -> multiprocessing.Process:
     proc = multiprocessing.get_context("spawn").Process(
-        target=_cron_main, args=(redis_url, queue, interval), name="nurture-cron", daemon=True)
+        target=_cron_main, args=(os.getpid(), redis_url, queue, interval), name="nurture-cron",
+        daemon=True)
     proc.start()
     return proc
 
 
-def _cron_main(redis_url: str, queue: str, interval: int) -> None:
-    die_with_parent()
+def _cron_main(parent: int, redis_url: str, queue: str, interval: int) -> None:
+    die_with_parent(parent)
     scheduler = CronScheduler(connection=Redis.from_url(redis_url), logging_level="WARNING")
     scheduler.register(jobs.tick_job, queue_name=queue, interval=interval, job_timeout=600)
     scheduler.start()

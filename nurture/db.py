@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and enforced foreign keys.
 
     WAL lets the worker send while another command writes; the busy timeout makes a second
@@ -44,7 +44,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
@@ -73,10 +73,39 @@ def current_revision(engine: Engine) -> str | None:
 
 
 def upgrade(engine: Engine) -> bool:
-    """Bring the schema to the newest revision. Returns True if anything was applied."""
+    """Bring the schema to the newest revision. Returns True if anything was applied.
+
+    On SQLite, Alembic changes a table by copying it and dropping the original; with foreign
+    keys enforced that drop would cascade-delete every row that points at it, so migrations run
+    on a connection without them (and check the keys afterwards). On PostgreSQL an advisory
+    lock lets several workers start at once on a new database.
+    """
     if current_revision(engine) == head_revision():
         return False
-    command.upgrade(alembic_config(engine), "head")
+    url = engine.url.render_as_string(hide_password=False)
+    sqlite = engine.dialect.name == "sqlite"
+    migrator = make_engine(url, foreign_keys=False) if sqlite else engine
+    try:
+        with migrator.connect() as conn:
+            if not sqlite:
+                conn.exec_driver_sql("SELECT pg_advisory_lock(7140211)")
+                conn.commit()
+            try:
+                if MigrationContext.configure(conn).get_current_revision() != head_revision():
+                    cfg = alembic_config(migrator)
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, "head")
+                if sqlite:
+                    broken = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if broken:
+                        raise RuntimeError(f"migration left broken foreign keys: {broken[:5]}")
+            finally:
+                if not sqlite:
+                    conn.exec_driver_sql("SELECT pg_advisory_unlock(7140211)")
+                    conn.commit()
+    finally:
+        if sqlite:
+            migrator.dispose()
     return True
 
 

@@ -28,7 +28,14 @@ log = logging.getLogger(__name__)
 
 
 class DeliveryError(NurtureError):
-    """A message was not delivered, or may not have been. The subclass says what to do next."""
+    """A message was not delivered, or may not have been. The subclass says what to do next.
+
+    ``connecting`` is True when the error came while opening the connection (refused, bad
+    password, no STARTTLS): it says nothing about the message or its recipient, and the same
+    error would meet every message of the batch.
+    """
+
+    connecting = False
 
     def __init__(self, detail: str, *, code: int | None = None, enhanced: str | None = None,
                  recipient: str | None = None):
@@ -220,6 +227,13 @@ class SmtpTransport(Transport):
 
     def _connect(self) -> _SMTP:
         """Open, greet, upgrade and log in. Failures here come before any message data."""
+        try:
+            return self._open()
+        except DeliveryError as exc:
+            exc.connecting = True
+            raise
+
+    def _open(self) -> _SMTP:
         context = ssl.create_default_context()
         try:
             if self.scheme == "smtps":

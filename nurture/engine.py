@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from .app import Nurture
 from .campaigns import Campaign, Step
 from .contacts import find_contacts, normalize_email
+from .errors import NotFound, NurtureError
 from .models import (
     PENDING,
     Contact,
@@ -34,9 +35,6 @@ from .models import (
 )
 from .schedule import due_at
 
-# A queued row whose job is missing is only requeued after this long, so a tick never races
-# another tick that has committed its rows but not yet pushed the job to Redis.
-REQUEUE_GRACE = timedelta(seconds=30)
 MAX_BATCHES_PER_TICK = 200
 
 ALWAYS_STOP = ("unsubscribe", "bounce")
@@ -82,8 +80,13 @@ def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment: E
 
 
 def advance(app: Nurture, session: Session, touch: Touch, sent_at: datetime) -> Touch | None:
-    """After a sequence step went out, plan the next one, or complete the enrollment."""
-    enrollment = touch.enrollment
+    """After a sequence step went out, plan the next one, or complete the enrollment.
+
+    The enrollment is read under a row lock, so a stop committed meanwhile is seen and kept.
+    """
+    enrollment = session.scalars(select(Enrollment).where(Enrollment.id == touch.enrollment_id)
+                                 .with_for_update(of=Enrollment)
+                                 .execution_options(populate_existing=True)).one()
     campaign = app.campaigns.get(enrollment.campaign_id)
     if touch.trigger_key or campaign is None or enrollment.state != EnrollmentState.ACTIVE:
         return None
@@ -226,6 +229,7 @@ def tick(app: Nurture, dispatcher: Dispatcher) -> TickReport:
     batch = app.settings.worker_batch_size
     for _ in range(MAX_BATCHES_PER_TICK):
         job_id = uuid.uuid4().hex
+        queued_at = app.now()  # per batch: the requeue grace counts from the commit, not the tick
         with app.db.transaction() as session:
             due = session.scalars(
                 select(Touch.id).where(Touch.state == TouchState.SCHEDULED, Touch.due_at <= now)
@@ -234,7 +238,7 @@ def tick(app: Nurture, dispatcher: Dispatcher) -> TickReport:
                 break
             claimed = session.scalars(
                 update(Touch).where(Touch.id.in_(due), Touch.state == TouchState.SCHEDULED)
-                .values(state=TouchState.QUEUED, job_id=job_id, queued_at=now)
+                .values(state=TouchState.QUEUED, job_id=job_id, queued_at=queued_at)
                 .returning(Touch.id)).all()
         if claimed:
             dispatcher.enqueue(job_id, sorted(claimed))  # after commit: the row is the truth
@@ -265,9 +269,12 @@ def recover_expired_claims(app: Nurture, now: datetime) -> int:
 
 def _requeue_lost(app: Nurture, dispatcher: Dispatcher, now: datetime,
                   report: TickReport) -> None:
+    # Only rows queued a while ago: a tick must not race another tick that has committed its
+    # rows but not yet pushed the job to Redis.
+    grace = timedelta(seconds=app.settings.worker_requeue_grace)
     with app.db.transaction() as session:
         job_ids = session.scalars(select(Touch.job_id).distinct().where(
-            Touch.state == TouchState.QUEUED, Touch.queued_at < now - REQUEUE_GRACE)).all()
+            Touch.state == TouchState.QUEUED, Touch.queued_at < now - grace)).all()
     lost = dispatcher.lost([j for j in job_ids if j]) if job_ids else set()
     limit = app.settings.worker_max_attempts
     for job_id in sorted(lost):
@@ -282,3 +289,38 @@ def _requeue_lost(app: Nurture, dispatcher: Dispatcher, now: datetime,
                 log_event(session, now, "touch_failed", touch_id=touch_id, why="attempts")
         report.requeued += len(again)
         report.failed += len(gave_up)
+
+
+# Settling what needs a person -------------------------------------------------------------------
+def resolve_touch(app: Nurture, touch_id: int, *, sent: bool) -> Touch:
+    """Settle an ``uncertain`` (or ``failed``) touch by hand.
+
+    The owner checks the mailbox's sent folder (the Message-ID is in ``nurture status``):
+    ``sent=True`` records it as sent and moves the sequence on; ``sent=False`` sends it again at
+    the next tick, with the same Message-ID, so a copy that did arrive threads as one message.
+    """
+    now = app.now()
+    settle = (TouchState.UNCERTAIN, TouchState.FAILED)
+    with app.db.transaction() as session:
+        if sent:
+            done = session.scalar(update(Touch).where(
+                Touch.id == touch_id, Touch.state == TouchState.UNCERTAIN)
+                .values(state=TouchState.SENT, sent_at=Touch.claimed_at,
+                        reason="confirmed sent by hand").returning(Touch.id))
+        else:
+            done = session.scalar(update(Touch).where(Touch.id == touch_id,
+                                                      Touch.state.in_(settle))
+                .values(state=TouchState.SCHEDULED, due_at=now, job_id=None, attempts=0,
+                        reason="resend requested by hand").returning(Touch.id))
+        touch = session.get(Touch, touch_id, populate_existing=True)
+        if touch is None:
+            raise NotFound(f"no touch {touch_id}")
+        if done is None:
+            need = "uncertain" if sent else "uncertain or failed"
+            raise NurtureError(f"touch {touch_id} is {touch.state}; only {need} touches are "
+                               "resolved by hand")
+        log_event(session, now, "touch_resolved", touch_id=touch_id,
+                  enrollment_id=touch.enrollment_id, outcome="sent" if sent else "resend")
+        if sent:
+            advance(app, session, touch, touch.sent_at or now)
+        return touch

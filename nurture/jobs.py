@@ -43,7 +43,8 @@ def current_app() -> Nurture:
 
 
 def retry_policy(app: Nurture) -> Retry:
-    return Retry(max=app.settings.worker_max_attempts - 1, interval=[10, 30, 60])
+    return Retry(max=app.settings.worker_max_attempts - 1,
+                 interval=app.settings.retry_intervals or 0)
 
 
 class RQDispatcher:
@@ -56,7 +57,7 @@ class RQDispatcher:
 
     def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
         self.queue.enqueue(send_touches, touch_ids, job_id=job_id, retry=retry_policy(self.app),
-                           job_timeout=max(60, 10 * len(touch_ids)), result_ttl=3600,
+                           job_timeout=120 + 10 * len(touch_ids), result_ttl=3600,
                            failure_ttl=7 * 86400, description=f"send {len(touch_ids)} touches")
 
     def lost(self, job_ids: Sequence[str]) -> set[str]:

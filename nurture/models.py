@@ -235,3 +235,73 @@ class Event(Base):
     @property
     def data(self) -> dict[str, Any]:
         return dict(json.loads(self.detail))
+
+
+class WebhookDelivery(Base):
+    """A webhook request that was carried out, kept so a repeat of it is harmless.
+
+    Unique per (endpoint, Idempotency-Key): a repeat with the same body gets ``response`` again
+    and changes nothing; a repeat with another body is refused. Kept for
+    :data:`nurture.webhooks.IDEMPOTENCY_RETENTION`, then pruned.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (UniqueConstraint("endpoint", "idempotency_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    endpoint: Mapped[str] = mapped_column(String(40))  # referral, reply
+    idempotency_key: Mapped[str] = mapped_column(String(200))
+    body_sha256: Mapped[str] = mapped_column(String(64))  # of the canonical JSON payload
+    status: Mapped[int] = mapped_column(Integer)
+    response: Mapped[str] = mapped_column(Text)  # the JSON body answered the first time
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class WebhookSignature(Base):
+    """A signature already accepted: the same signed request is refused if sent again.
+
+    A signature covers its timestamp, so it can only be presented while the timestamp is
+    within tolerance; the row is kept until then (``expires_at``) and pruned afterwards.
+    """
+
+    __tablename__ = "webhook_signatures"
+
+    signature: Mapped[str] = mapped_column(String(64), primary_key=True)  # hex HMAC-SHA256
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class ContentSent(Base):
+    """A library item chosen for a contact: never chosen for them again.
+
+    Written in the claim's transaction, before the email goes out, so two workers sending two
+    emails to one contact at once cannot pick the same item (the unique key decides). If the
+    email is then not sent (it failed for good, or was cancelled or skipped), the row is
+    *released*: it stays, pointing at that touch, and a later pick may take the item over.
+    """
+
+    __tablename__ = "content_sent"
+    __table_args__ = (UniqueConstraint("contact_id", "item_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"),
+                                            index=True)
+    item_id: Mapped[str] = mapped_column(String(100))  # nurture.library.Item.id
+    kind: Mapped[str] = mapped_column(String(20))  # article, book
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id", ondelete="SET NULL"),
+                                                 index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Mailbox(Base):
+    """How much a sender mailbox has sent today, so caps hold across any number of workers.
+
+    A claim counts itself here with a compare-and-set update in its own transaction; on
+    PostgreSQL the row lock makes concurrent claimers take turns, so the cap is never exceeded.
+    """
+
+    __tablename__ = "mailboxes"
+
+    address: Mapped[str] = mapped_column(String(320), primary_key=True)
+    day: Mapped[date] = mapped_column(Date)  # in the practice's time zone
+    sent_today: Mapped[int] = mapped_column(default=0)
+    last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,7 +1,9 @@
 """A nurture project folder: create one (``nurture init``) and check one (``nurture validate``).
 
-Validation renders every step of every campaign against a sample contact, so a missing field or
-a broken template fails here, not in someone's inbox.
+Validation renders every step of every campaign against a sample contact (once with every field
+filled, once with the optional ones empty) and, for a step that picks from the content library,
+against every item it could pick, so a missing field or a broken template fails here, not in
+someone's inbox.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .campaigns import Campaign, load_campaigns
+from .campaigns import Campaign, Step, load_campaigns
 from .errors import CampaignError, Problem
+from .library import Item, Library, LibraryError, load_library
 from .render import Renderer, sample_context
 from .settings import CONFIG_FILE, Settings
 
@@ -79,11 +82,37 @@ def validate_project(settings: Settings) -> Validation:
                 "address": settings.practice_address or "1 Sample Street, Springfield",
                 "phone": settings.practice_phone, "website": settings.practice_website}
     context = sample_context(practice=practice, sender=sender)
+    library = _library(settings, result.problems)
     for campaign in result.campaigns.values():
         for index, step in enumerate(campaign.steps):
             step_context = {**context, "campaign": {"id": campaign.id, "name": campaign.name},
-                            "step": {"id": step.id}}
-            result.problems.extend(renderer.check(
-                step.template, step.subject, step_context,
-                field=f"{campaign.source.name}: steps[{index}] ({step.id})"))
+                            "step": {"id": step.id, "layout": step.layout}}
+            field = f"{campaign.source.name}: steps[{index}] ({step.id})"
+            for item, where in _items(campaign, index, step, library, result.problems):
+                result.problems.extend(renderer.check(
+                    step.template, step.subject, {**step_context, "item": item and item.view()},
+                    field=f"{field}{where}", layout=step.layout))
     return result
+
+
+def _library(settings: Settings, problems: list[Problem]) -> Library | None:
+    try:
+        return load_library(settings.campaigns_dir)
+    except LibraryError as exc:
+        problems.extend(exc.problems)
+        return None
+
+
+def _items(campaign: Campaign, index: int, step: Step, library: Library | None,
+           problems: list[Problem]) -> list[tuple[Item | None, str]]:
+    """What ``item`` can be when the step is sent: nothing, or each item it could pick."""
+    if step.content is None:
+        return [(None, "")]
+    if library is None:  # its problems are listed already
+        return []
+    items = library.of_kind(step.content.kind)
+    if not items:
+        problems.append(Problem(str(campaign.source), step.line, f"steps[{index}].content",
+                                f"the library has no {step.content.kind}s to pick from; add "
+                                "some to library.yaml beside the campaigns"))
+    return [(item, f" with {item.kind} {item.id}") for item in items]

@@ -65,9 +65,13 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return preexec
 
 
-def die_with_parent() -> None:
-    """Make the calling process get SIGTERM when its parent dies (for nurture's own children)."""
-    _die_with_parent(os.getppid())()
+def die_with_parent(parent: int) -> None:
+    """Make the calling process get SIGTERM when ``parent`` dies (for nurture's own children).
+
+    ``parent`` is the pid the parent passed down: if it died before this call, our parent pid
+    is already someone else's and the check inside sees it.
+    """
+    _die_with_parent(parent)()
 
 
 class EmbeddedRedis:

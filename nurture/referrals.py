@@ -13,6 +13,7 @@ from datetime import date
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from .app import Nurture
 from .contacts import get_or_create_contact
@@ -53,14 +54,12 @@ def add_referral(app: Nurture, email: str, *, on: date | None = None,
         result = ReferralResult(contact.email, new_contact=created)
         session.add(Referral(contact_id=contact.id, referred_on=on, external_ref=external_ref,
                              source=source, recorded_at=now))
-        active = session.scalars(select(Enrollment).where(
-            Enrollment.contact_id == contact.id, Enrollment.state == EnrollmentState.ACTIVE)
-            .order_by(Enrollment.id)).all()
+        thanking = _thanking_enrollments(app, session, contact.id)
         result.stopped = [e.campaign_id for e in stop_contact(app, session, contact, "referral")]
         key = on.isoformat()
         thanked = session.scalar(select(Touch.id).join(Touch.enrollment).where(
             Enrollment.contact_id == contact.id, Touch.trigger_key == key))
-        for enrollment in active:
+        for enrollment in thanking:
             campaign = app.campaigns.get(enrollment.campaign_id)
             rule = campaign.on_referral if campaign else None
             if rule is None:
@@ -76,3 +75,19 @@ def add_referral(app: Nurture, email: str, *, on: date | None = None,
         log_event(session, now, "referral_recorded", contact_id=contact.id, source=source,
                   referred_on=key, thank_you=result.thank_you, enrolled=result.enrolled)
         return result
+
+
+def _thanking_enrollments(app: Nurture, session: Session, contact_id: int) -> list[Enrollment]:
+    """Whose ``on_referral`` answers this referral (asked before the referral stops any).
+
+    The enrollments that are running. If none is, the
+    most recent one with an ``on_referral`` rule, in any state: a source who replied last month,
+    or finished the sequence, still deserves a thank-you when they refer.
+    """
+    mine = session.scalars(select(Enrollment).where(Enrollment.contact_id == contact_id)
+                           .order_by(Enrollment.id)).all()
+    running = [e for e in mine if e.state == EnrollmentState.ACTIVE]
+    if running:
+        return running
+    rules = [e for e in mine if (c := app.campaigns.get(e.campaign_id)) and c.on_referral]
+    return rules[-1:]

@@ -11,17 +11,24 @@ next render. Only Jinja2 runs per email (:attr:`Renderer.compile_count` counts c
 
 **Where Jinja may go.** Jinja runs on MJML's *output*, so it must survive compilation. It does
 inside ``<mj-text>``, ``<mj-raw>`` and attribute values. Between components it does not:
-``{% if %}<mj-text>…</mj-text>{% endif %}`` would silently lose both tags, so such a template is
-rejected (the Jinja tags are compared before and after compiling). Put the condition inside the
-``<mj-text>`` or wrap it in ``<mj-raw>``. In attribute values, quote Jinja strings with ``'``.
-``<``, ``>`` and ``&`` in Jinja tags are fine: MJML escapes them, nurture unescapes them again.
-``<mj-include>`` is refused, since it can read any file.
+``{% if %}<mj-text>…</mj-text>{% endif %}`` would end up outside any table cell, so such a
+template is rejected (checked before compiling, and the Jinja tags are compared before and
+after). Put the condition inside the ``<mj-text>`` or wrap it in ``<mj-raw>``. In attribute
+values, quote Jinja strings with ``'``. ``<``, ``>`` and ``&`` in Jinja tags are fine: they are
+escaped for the compiler and unescaped again. ``<mj-include>`` is refused, since it can read any
+file. The compiler is mrml; :mod:`nurture.mjml_html` says why and what it checks.
 
 **Strict and sandboxed** (:mod:`nurture.sandbox` lists what is bounded): a misspelled variable
 is an error, not a blank. For a value that may be missing *or empty*, write
 ``{{ contact.first_name | default('there', true) }}``. ``None`` prints as nothing. The subject is
 rendered by a second, non-escaping sandbox, and its line breaks are removed (no header
 injection). Every rendered email must link to ``unsubscribe_url`` and show ``practice.address``.
+
+**Layouts.** A step names its layout (``layout: card`` in the campaign; default ``personal``).
+``personal`` is ``_layout.mjml``: a plain note from a person. Any other name is ``_NAME.mjml``;
+the shipped ``_card.mjml`` adds, below the note, the picked library item as a small card (title,
+source or author, one line on why, the link written out). ``item`` is that item, or ``None``
+when the step picks nothing (see :mod:`nurture.library`).
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import ipaddress
 import re
 import threading
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date as Date
@@ -42,28 +49,33 @@ from email.headerregistry import Address, HeaderRegistry, UnstructuredHeader
 from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from jinja2 import Template, TemplateSyntaxError
-from mjml import mjml_to_html
 
 from .errors import Problem, TemplateError
+from .mjml_html import JINJA as _JINJA
+from .mjml_html import MjmlError, check_shape, lost_jinja, mjml_to_html
 from .sandbox import BoundedSandbox, LimitExceeded
 from .text import text_and_links
 
-__all__ = ["CONTEXT_KEYS", "RenderedEmail", "Renderer", "build_message", "make_message_id",
-           "sample_context", "sparse_context"]
+__all__ = ["CONTEXT_KEYS", "RenderedEmail", "Renderer", "build_message", "layout_file",
+           "make_message_id", "sample_context", "sparse_context"]
 
 LAYOUT = "_layout.mjml"
 SLOT = "<!-- nurture:body -->"
 #: The only names a template sees. Nothing about patients is ever among them.
-CONTEXT_KEYS = frozenset({"contact", "sender", "owner", "practice", "campaign", "step",
+CONTEXT_KEYS = frozenset({"contact", "sender", "owner", "practice", "item", "campaign", "step",
                           "unsubscribe_url", "referral_count", "last_referral_date", "touch_count"})
-_JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.S)
-_COMMENTS = re.compile(r"<!--.*?-->|\{#.*?#\}", re.S)
+
+
+def layout_file(name: str) -> str:
+    """The file of a layout: ``personal`` is ``_layout.mjml``, any other NAME ``_NAME.mjml``."""
+    return LAYOUT if name == "personal" else f"_{name}.mjml"
+
+
 _EMPTY_VALUE = re.compile(r"\w[ \t]+[,.](?=\s|$)|^[ \t]*[,.]", re.M)  # "Hi ,", "work at ."
 
 
@@ -100,64 +112,6 @@ class _Compiled:
     splice: _Splice
     html: Template  # Jinja over MJML's output: the only step that runs per email
     source: Template  # Jinja over the spliced source: run only to find an error's line
-
-
-class _MjmlShape(HTMLParser):
-    """What MJML's lenient parser would accept silently: unclosed or stray MJML tags, and
-    ``<mj-include>``, which can read any file on the machine."""
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=False)
-        self.open: list[tuple[str, int]] = []
-        self.errors: list[tuple[int, str]] = []
-
-    def handle_starttag(self, tag: str, attrs: Any) -> None:
-        if tag == "mj-include":
-            self.errors.append((self.getpos()[0], "<mj-include> is not allowed in templates"))
-        elif tag.startswith("mj"):
-            self.open.append((tag, self.getpos()[0]))
-
-    def handle_startendtag(self, tag: str, attrs: Any) -> None:
-        if tag == "mj-include":
-            self.handle_starttag(tag, attrs)
-
-    def handle_endtag(self, tag: str) -> None:
-        if not tag.startswith("mj"):
-            return
-        line = self.getpos()[0]
-        if tag not in (name for name, _ in self.open):
-            self.errors.append((line, f"</{tag}> closes nothing"))
-            return
-        while (top := self.open.pop())[0] != tag:
-            self.errors.append((top[1], f"<{top[0]}> is not closed before </{tag}>"))
-
-    def check(self, source: str) -> list[tuple[int, str]]:
-        self.feed(source)
-        self.close()
-        return self.errors + [(line, f"<{tag}> is never closed") for tag, line in self.open]
-
-
-def _jinja_tags(text: str) -> list[tuple[str, int]]:
-    """Each Jinja ``{{ }}``/``{% %}`` tag, whitespace-normalized, with its offset."""
-    return [(" ".join(htmlmod.unescape(m.group()).split()), m.start())
-            for m in _JINJA.finditer(text)]
-
-
-def _lost_jinja(source: str, compiled: str) -> list[tuple[int | None, str]]:
-    src = _COMMENTS.sub(lambda m: "\n" * m.group().count("\n"), source)
-    before, after = _jinja_tags(src), [tag for tag, _ in _jinja_tags(compiled)]
-    lost = Counter(tag for tag, _ in before) - Counter(after)
-    found: list[tuple[int | None, str]] = []
-    for tag, at in before:
-        if lost[tag] > 0:
-            lost[tag] -= 1
-            found.append((src.count("\n", 0, at) + 1,
-                          f"{tag} does not survive MJML: Jinja between components is dropped "
-                          "(move it inside an <mj-text> or wrap it in <mj-raw>), and a tag "
-                          "written inside a Jinja string is parsed as HTML"))
-    invented = set(after) - {tag for tag, _ in before}
-    found += [(None, f"MJML's output contains Jinja-like text {tag!r}") for tag in invented]
-    return found
 
 
 def _template_line(exc: BaseException, filename: str) -> int | None:
@@ -210,29 +164,29 @@ class Renderer:
 
     # Public API ---------------------------------------------------------------------------
     def render(self, template: str, subject: str, context: Mapping[str, Any], *,
-               field: str = "template") -> RenderedEmail:
+               field: str = "template", layout: str = "personal") -> RenderedEmail:
         """Render one email, or raise :class:`TemplateError` listing every problem found."""
-        rendered, problems = self._render(template, subject, context, field)
+        rendered, problems = self._render(template, subject, context, field, layout)
         if problems or rendered is None:
             raise TemplateError(problems)
         return rendered
 
     def check(self, template: str, subject: str, context: Mapping[str, Any], *,
-              field: str) -> list[Problem]:
+              field: str, layout: str = "personal") -> list[Problem]:
         """The problems :meth:`render` would raise. When there are none, the template is also
         rendered for a contact whose optional fields are empty (:func:`sparse_context`), so a
         template that would say "Hi ," fails validation rather than in someone's inbox."""
-        problems = self._render(template, subject, context, field)[1]
+        problems = self._render(template, subject, context, field, layout)[1]
         if not problems:
-            sparse = self._render(template, subject, sparse_context(context), field)[1]
+            sparse = self._render(template, subject, sparse_context(context), field, layout)[1]
             problems = [Problem(p.file, p.line, p.field,
                                 f"{p.message} (with the contact's optional fields empty)")
                         for p in sparse]
         return list(dict.fromkeys(problems))
 
     # Steps ----------------------------------------------------------------------------------
-    def _render(self, template: str, subject: str, context: Mapping[str, Any],
-                field: str) -> tuple[RenderedEmail | None, list[Problem]]:
+    def _render(self, template: str, subject: str, context: Mapping[str, Any], field: str,
+                layout: str = "personal") -> tuple[RenderedEmail | None, list[Problem]]:
         unknown = set(context) - CONTEXT_KEYS
         if unknown:
             raise ValueError(f"templates may not see {sorted(unknown)}; the context has exactly "
@@ -240,7 +194,7 @@ class Renderer:
         problems: list[Problem] = []
         html = text = title = ""
         try:
-            compiled = self._compiled(template, field)
+            compiled = self._compiled(template, field, layout)
             html = self._body(compiled, context, field)
             text, hrefs = text_and_links(html)
             problems += self._compliance(compiled.splice, text, hrefs, context, field)
@@ -269,12 +223,13 @@ class Renderer:
             raise fail(f"is larger than the limit of {self.max_output_bytes} characters")
         return str(path), text
 
-    def _compiled(self, template: str, field: str) -> _Compiled:
+    def _compiled(self, template: str, field: str, layout_name: str = "personal") -> _Compiled:
         if Path(template).name.startswith("_"):
             raise TemplateError([Problem(str(self.templates_dir / template), None, field,
                                          "names starting with '_' are layouts, not emails")])
         body_path, body = self._read(template, field)
-        layout_path, layout = self._read(self.layout, field)
+        layout_path, layout = self._read(
+            self.layout if layout_name == "personal" else layout_file(layout_name), field)
         key = hashlib.sha256("\0".join([layout_path, layout, body_path, body]).encode()).hexdigest()
         with self._lock:
             if (hit := self._cache.get(key)) is not None:
@@ -295,8 +250,7 @@ class Renderer:
         at = layout.index(SLOT)
         splice = _Splice(layout_path, body_path, layout.count("\n", 0, at) + 1, body.count("\n"),
                          layout[:at] + body + layout[at + len(SLOT):])
-        problems = [splice.problem(line, field, msg)
-                    for line, msg in _MjmlShape().check(splice.source)]
+        problems = [splice.problem(line, field, msg) for line, msg in check_shape(splice.source)]
         try:
             source = self._jinja(self._html_env, splice.source, "source")
         except TemplateSyntaxError as exc:
@@ -310,17 +264,12 @@ class Renderer:
         with self._lock:
             self.compile_count += 1
         try:
-            result = mjml_to_html(splice.source, keep_comments=False)
-            if result.errors:
-                raise ValueError("; ".join(result.errors))
-        except Exception as exc:  # the MJML port raises plain KeyError/ValueError/AssertionError
-            tag = str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else ""
-            at = splice.source.find(f"<{tag}") if tag else -1
-            line = splice.source.count("\n", 0, at) + 1 if at >= 0 else None
-            message = f"unknown MJML element <{tag}>" if tag else f"invalid MJML: {_describe(exc)}"
-            raise TemplateError([splice.problem(line, field, message)]) from None
-        html = _JINJA.sub(lambda m: htmlmod.unescape(m.group()), result.html)
-        lost = _lost_jinja(splice.source, html)
+            html = mjml_to_html(splice.source)
+        except MjmlError as exc:
+            raise TemplateError([splice.problem(exc.line, field, f"invalid MJML: {exc}")]
+                                ) from None
+        html = _JINJA.sub(lambda m: htmlmod.unescape(m.group()), html)
+        lost = lost_jinja(splice.source, html)
         if lost:
             raise TemplateError([splice.problem(line, field, msg) for line, msg in lost])
         try:
@@ -411,9 +360,11 @@ def sample_context(*, practice: Mapping[str, str], sender: Mapping[str, str]) ->
                     "role": "Orthopedic surgeon", "interests": ["knee surgery", "trail running"]},
         "sender": sender_view, "owner": dict(sender_view),
         "practice": {k: str(practice.get(k) or v) for k, v in _SAMPLE_PRACTICE.items()},
-        "campaign": {"id": "sample", "name": "Sample campaign"}, "step": {"id": "sample"},
+        "campaign": {"id": "sample", "name": "Sample campaign"},
+        "step": {"id": "sample", "layout": "personal"},
         "unsubscribe_url": "https://riverside-pt.example/u/sample-token",
         "referral_count": 2, "last_referral_date": Date(2026, 3, 12), "touch_count": 3,
+        "item": None,
     }
 
 
@@ -493,7 +444,7 @@ def build_message(rendered: RenderedEmail, *, from_name: str, from_email: str, t
     ``date`` is the caller's clock (never the system's) and must be timezone-aware. The policy
     is :data:`email.policy.SMTP`, so ``as_bytes()`` is already the wire format (CRLF), and
     non-ASCII names and subjects are RFC 2047-encoded: no server needs SMTPUTF8. Both parts are
-    quoted-printable, safe on any relay.
+    quoted-printable, safe on any relay. Equal input gives equal bytes.
     """
     if date.tzinfo is None or date.utcoffset() is None:
         raise ValueError("date must be timezone-aware")
@@ -518,4 +469,9 @@ def build_message(rendered: RenderedEmail, *, from_name: str, from_email: str, t
     msg["X-Auto-Response-Suppress"] = "OOF, AutoReply"
     msg.set_content(rendered.text, subtype="plain", charset="utf-8", cte="quoted-printable")
     msg.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
+    # The same email gives the same bytes (a preview matches the send): the MIME boundary is
+    # derived from the content, not random. "=_" never occurs in quoted-printable text.
+    digest = hashlib.sha256("\0".join([message_id, rendered.subject, rendered.text,
+                                        rendered.html]).encode()).hexdigest()
+    msg.set_boundary(f"=_nurture_{digest[:32]}")
     return msg

@@ -14,15 +14,16 @@ expires and :func:`nurture.engine.recover_expired_claims` marks it ``uncertain``
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from .app import Nurture
-from .contacts import contact_view
+from .compose import compose_touch
 from .delivery import (
     DeliveryError,
     PermanentDeliveryError,
@@ -32,10 +33,11 @@ from .delivery import (
 )
 from .engine import advance, log_event, suppress_contact
 from .errors import TemplateError
-from .models import ContactStatus, EnrollmentState, Referral, Touch, TouchState
-from .render import build_message, make_message_id
+from .limits import take_send
+from .models import Contact, ContactStatus, Enrollment, EnrollmentState, Touch, TouchState
 from .schedule import in_window, next_window_opening
-from .unsubscribe import unsubscribe_mailto, unsubscribe_url
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,15 +48,40 @@ class DeliveryReport:
     failed: list[int] = field(default_factory=list)
     uncertain: list[int] = field(default_factory=list)
     retry: list[int] = field(default_factory=list)  # transient errors: RQ retries the job
+    unavailable: str | None = None  # the transport could not connect: the batch stopped
 
 
 def deliver(app: Nurture, touch_ids: list[int], transport: Transport) -> DeliveryReport:
-    """Send each touch that is still queued, one claim at a time, over one transport."""
+    """Send each touch that is still queued, one claim at a time, over one transport.
+
+    One bad row never holds up the others: an unexpected error while preparing it is counted
+    as an attempt and the batch goes on. A transport that cannot connect stops the batch,
+    with every unsent row still queued and no attempt counted: RQ retries the whole job.
+    """
     report = DeliveryReport()
     for touch_id in touch_ids:
-        message = _claim(app, touch_id, report)
-        if message is not None:
-            _send_and_record(app, touch_id, message, transport, report)
+        try:
+            message = _claim(app, touch_id, report)
+        except Exception as exc:  # a bug or bad data in one row
+            log.exception("touch %s could not be prepared", touch_id)
+            _count_attempt(app, touch_id, exc, report)
+            continue
+        if message is None:
+            continue
+        try:
+            transport.send(message)
+        except DeliveryError as exc:
+            if exc.connecting:
+                _release(app, touch_id)
+                report.unavailable = str(exc)
+                report.retry.append(touch_id)
+                break
+            _record_failure(app, touch_id, exc, report)
+        except Exception as exc:  # we cannot tell how far it got: never resend blindly
+            log.exception("touch %s: unexpected error while sending", touch_id)
+            _record_failure(app, touch_id, UncertainDeliveryError(repr(exc)), report)
+        else:
+            _record_sent(app, touch_id, report)
     return report
 
 
@@ -62,6 +89,7 @@ def _claim(app: Nurture, touch_id: int, report: DeliveryReport) -> EmailMessage 
     now = app.now()
     lease = now + timedelta(seconds=app.settings.worker_lease_seconds)
     with app.db.transaction() as session:
+        _lock_owners(session, touch_id)
         got = session.scalar(
             update(Touch).where(Touch.id == touch_id, Touch.state == TouchState.QUEUED)
             .values(state=TouchState.SENDING, claimed_at=now, lease_until=lease,
@@ -72,7 +100,7 @@ def _claim(app: Nurture, touch_id: int, report: DeliveryReport) -> EmailMessage 
             return None
         touch = session.get_one(Touch, touch_id, populate_existing=True)
         why_not = _recheck(app, session, touch)
-        if why_not == "window":
+        if why_not == LATER:
             report.rescheduled.append(touch_id)
             return None
         if why_not:
@@ -91,8 +119,31 @@ def _claim(app: Nurture, touch_id: int, report: DeliveryReport) -> EmailMessage 
             return None
 
 
+LATER = "later"  # outside the send window, or the mailbox's limits: rescheduled, not skipped
+
+
+def _lock_owners(session: Session, touch_id: int) -> None:
+    """Lock the touch's contact and enrollment (shared) before claiming the touch.
+
+    On PostgreSQL a reply, referral or unsubscribe updates these rows first; holding them here
+    means the re-check below sees a stop committed before the claim, and a stop racing it waits
+    until the claim is decided. The order (contact, enrollment, touch) is the stop paths' order,
+    so the two cannot deadlock. SQLite serialises writers anyway and ignores FOR SHARE.
+    """
+    owners = session.execute(select(Enrollment.contact_id, Touch.enrollment_id)
+                             .join(Touch.enrollment).where(Touch.id == touch_id)).first()
+    if owners is None:
+        return
+    session.execute(select(Contact.id).where(Contact.id == owners[0]).with_for_update(read=True))
+    session.execute(select(Enrollment.id).where(Enrollment.id == owners[1])
+                    .with_for_update(read=True))
+
+
 def _recheck(app: Nurture, session: Session, touch: Touch) -> str | None:
-    """Why this touch must not go out now, or None. ``"window"`` means later, not never."""
+    """Why this touch must not go out now, or None. :data:`LATER` means later, not never.
+
+    The mailbox's limits are checked last, so only a send that will really be tried counts.
+    """
     enrollment, contact = touch.enrollment, touch.enrollment.contact
     if contact.status != ContactStatus.ACTIVE:
         return f"contact is {contact.status}"
@@ -108,54 +159,39 @@ def _recheck(app: Nurture, session: Session, touch: Touch) -> str | None:
     window = campaign.send_window
     zone = app.zone_for(contact.timezone, window.timezone if window else None)
     now = app.now()
-    if not in_window(now, window, zone):
+    if touch.due_at > now:  # queued by a tick that ran ahead (`--now` in the future)
         touch.state, touch.job_id = TouchState.SCHEDULED, None
-        touch.due_at = next_window_opening(now, window, zone)
+        touch.attempts -= 1
+        return LATER
+    later = None if in_window(now, window, zone) else now
+    if later is None:
+        later = take_send(app.settings, session, now)
+    if later is not None:
+        touch.state, touch.job_id = TouchState.SCHEDULED, None
+        touch.due_at = next_window_opening(later, window, zone)
         touch.attempts -= 1  # not an attempt: nothing was tried
-        return "window"
+        return LATER
     return None
 
 
-def _compose(app: Nurture, session: Session, touch: Touch) -> EmailMessage:
-    enrollment, contact = touch.enrollment, touch.enrollment.contact
-    campaign = app.campaigns[enrollment.campaign_id]
-    step = campaign.step(touch.step_id)
-    referrals = session.execute(select(func.count(Referral.id), func.max(Referral.referred_on))
-                                .where(Referral.contact_id == contact.id)).one()
-    touches_sent = session.scalar(select(func.count(Touch.id)).join(Touch.enrollment).where(
-        Touch.state == TouchState.SENT, Touch.enrollment.has(contact_id=contact.id)))
-    settings = app.settings
-    link = unsubscribe_url(settings, contact.id)
-    context = {
-        "contact": contact_view(contact),
-        "sender": app.sender_view(),
-        "owner": app.sender_view(),
-        "practice": app.practice_view(),
-        "campaign": {"id": campaign.id, "name": campaign.name},
-        "step": {"id": step.id},
-        "unsubscribe_url": link,
-        "referral_count": referrals[0],
-        "last_referral_date": referrals[1],
-        "touch_count": touches_sent or 0,
-    }
-    rendered = app.renderer.render(step.template, step.subject, context,
-                                   field=f"{campaign.id}.steps.{step.id}")
-    message_id = make_message_id(touch.id, settings.secret_key, settings.sender_domain)
-    touch.message_id, touch.subject = message_id, rendered.subject
-    to_name = " ".join(p for p in (contact.first_name, contact.last_name) if p)
-    return build_message(rendered, from_name=settings.sender_name, from_email=settings.sender_email,
-                         to_name=to_name, to_email=contact.email, message_id=message_id,
-                         date=app.now(), unsubscribe_url=link,
-                         unsubscribe_mailto=unsubscribe_mailto(settings, contact.id))
+def _compose(app: Nurture, session: Session, touch: Touch) -> EmailMessage | None:
+    """The touch's message (see :func:`nurture.compose.compose_touch`, which previews share).
+
+    None when the step picks from the library and nothing is left for this contact: the touch
+    is skipped (recorded, with the reason) and the sequence goes on with the next step.
+    """
+    composed = compose_touch(app, session, touch)
+    if composed.skipped:
+        now = app.now()
+        touch.state, touch.reason = TouchState.SKIPPED, composed.skipped
+        log_event(session, now, "touch_skipped", touch_id=touch.id,
+                  enrollment_id=touch.enrollment_id, why=composed.skipped)
+        advance(app, session, touch, now)
+        return None
+    return composed.message
 
 
-def _send_and_record(app: Nurture, touch_id: int, message: EmailMessage, transport: Transport,
-                     report: DeliveryReport) -> None:
-    try:
-        transport.send(message)
-    except DeliveryError as exc:
-        _record_failure(app, touch_id, exc, report)
-        return
+def _record_sent(app: Nurture, touch_id: int, report: DeliveryReport) -> None:
     now = app.now()
     with app.db.transaction() as session:
         # ``uncertain`` too: if the lease ran out while we were sending, we now know it went.
@@ -175,26 +211,54 @@ def _send_and_record(app: Nurture, touch_id: int, message: EmailMessage, transpo
 
 def _record_failure(app: Nurture, touch_id: int, exc: DeliveryError,
                     report: DeliveryReport) -> None:
+    """Record what the transport said. ``uncertain`` rows count too: a lease that ran out while
+    we were sending does not change what the server answered."""
     now = app.now()
+    if isinstance(exc, TransientDeliveryError):
+        state, bucket, kind = TouchState.QUEUED, report.retry, "touch_retry"  # RQ retries the job
+    elif isinstance(exc, UncertainDeliveryError):
+        state, bucket, kind = TouchState.UNCERTAIN, report.uncertain, "touch_uncertain"
+    else:
+        state, bucket, kind = TouchState.FAILED, report.failed, "touch_failed"
     with app.db.transaction() as session:
-        touch = session.get_one(Touch, touch_id, populate_existing=True)
-        if touch.state != TouchState.SENDING:
+        done = session.scalar(
+            update(Touch).where(Touch.id == touch_id,
+                                Touch.state.in_([TouchState.SENDING, TouchState.UNCERTAIN]))
+            .values(state=state, reason=str(exc)).returning(Touch.id))
+        if done is None:
             return
-        touch.reason = str(exc)
-        if isinstance(exc, TransientDeliveryError):
-            touch.state = TouchState.QUEUED  # same job: RQ's Retry runs it again
-            report.retry.append(touch_id)
-            kind = "touch_retry"
-        elif isinstance(exc, UncertainDeliveryError):
-            touch.state = TouchState.UNCERTAIN
-            report.uncertain.append(touch_id)
-            kind = "touch_uncertain"
-        else:
-            touch.state = TouchState.FAILED
-            report.failed.append(touch_id)
-            kind = "touch_failed"
-            if isinstance(exc, PermanentDeliveryError) and exc.kind == "mailbox":
-                suppress_contact(app, session, touch.enrollment.contact, ContactStatus.BOUNCED,
-                                 str(exc))
+        touch = session.get_one(Touch, touch_id, populate_existing=True)
+        bucket.append(touch_id)
+        if isinstance(exc, PermanentDeliveryError) and exc.kind == "mailbox":
+            suppress_contact(app, session, touch.enrollment.contact, ContactStatus.BOUNCED,
+                             str(exc))
         log_event(session, now, kind, touch_id=touch_id, enrollment_id=touch.enrollment_id,
                   code=exc.code, enhanced=exc.enhanced, why=str(exc))
+
+
+def _release(app: Nurture, touch_id: int) -> None:
+    """Give a claimed touch back, uncounted: the transport was down, nothing was tried."""
+    with app.db.transaction() as session:
+        session.execute(update(Touch).where(Touch.id == touch_id,
+                                            Touch.state == TouchState.SENDING)
+                        .values(state=TouchState.QUEUED, attempts=Touch.attempts - 1))
+
+
+def _count_attempt(app: Nurture, touch_id: int, exc: Exception, report: DeliveryReport) -> None:
+    """A row that could not even be prepared: count the attempt, and give up after the last.
+
+    It stays queued under this job; once the job ends the next tick plans it again (see
+    :func:`nurture.engine.tick`), so it is retried without blocking the rest of its batch.
+    """
+    limit = app.settings.worker_max_attempts
+    with app.db.transaction() as session:
+        session.execute(update(Touch).where(Touch.id == touch_id,
+                                            Touch.state == TouchState.QUEUED)
+                        .values(attempts=Touch.attempts + 1, reason=repr(exc)))
+        failed = session.scalar(update(Touch).where(Touch.id == touch_id,
+                                                    Touch.state == TouchState.QUEUED,
+                                                    Touch.attempts >= limit)
+                                .values(state=TouchState.FAILED).returning(Touch.id))
+        if failed is not None:
+            log_event(session, app.now(), "touch_failed", touch_id=touch_id, why=repr(exc))
+            report.failed.append(touch_id)

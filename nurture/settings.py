@@ -47,7 +47,12 @@ class Settings:
     worker_batch_size: int = 50  # touches per send job
     worker_lease_seconds: int = 300  # a claimed touch not recorded by then is `uncertain`
     worker_max_attempts: int = 4  # transient failures before a touch is `failed`
+    worker_retry_intervals: str = "10,30,60"  # seconds RQ waits before retrying a job
+    worker_requeue_grace: int = 30  # seconds before a queued row whose job is gone is requeued
+    limits_per_day: int = 100  # emails per sender mailbox per day (the practice's time zone)
+    limits_spacing: int = 0  # minimum seconds between two sends from one mailbox
     web_base_url: str = "http://localhost:8000"
+    web_webhook_secret: str = ""  # shared with webhook senders; empty: secret_key
     secret_key: str = ""  # signs unsubscribe links; generated into paths_state if empty
 
     # Resolved paths -------------------------------------------------------------------------
@@ -72,19 +77,34 @@ class Settings:
         return self.path(self.smtp_outbox)
 
     @property
+    def retry_intervals(self) -> list[int]:
+        return [int(part) for part in self.worker_retry_intervals.split(",") if part.strip()]
+
+    @property
     def sender_domain(self) -> str:
         return self.sender_email.rpartition("@")[2] or "localhost"
 
     def identity_problems(self) -> list[Problem]:
-        """The sender identity every email needs (CAN-SPAM wants a postal address)."""
+        """What every real email needs: a sender, a postal address (CAN-SPAM) and, once mail
+        really goes out, an unsubscribe link that a recipient can reach."""
         src = str(self.project_dir / CONFIG_FILE)
         need = {"sender_name": "[sender] name", "sender_email": "[sender] email",
                 "practice_name": "[practice] name", "practice_address": "[practice] address"}
-        return [Problem(src, None, label, "is required: it goes into every email")
-                for name, label in need.items() if not getattr(self, name).strip()]
+        problems = [Problem(src, None, label, "is required: it goes into every email")
+                    for name, label in need.items() if not getattr(self, name).strip()]
+        if self.smtp_url and not self.web_base_url.startswith("https://"):
+            problems.append(Problem(src, None, "[web] base_url", "must be an https:// address "
+                                    "where `nurture serve` answers, once [smtp] url sends real "
+                                    "mail: unsubscribe links must work"))
+        return problems
 
 
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "project_dir"}
+
+# Values below these would stall sending (a batch of 0) or make RQ refuse the job (no retries).
+MINIMUMS = {"worker_tick_interval": 1, "worker_batch_size": 1, "worker_lease_seconds": 30,
+            "worker_max_attempts": 2, "worker_requeue_grace": 0, "limits_per_day": 1,
+            "limits_spacing": 0}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -135,6 +155,10 @@ def load_settings(project_dir: Path | None = None, overrides: Mapping[str, Any] 
     values.update({k: _coerce(k, v, "option")
                    for k, v in (overrides or {}).items() if v is not None})
     settings = Settings(project_dir=project_dir, **values)
+    problems = [Problem(str(project_dir / CONFIG_FILE), None, name, f"must be at least {low}")
+                for name, low in MINIMUMS.items() if getattr(settings, name) < low]
+    if problems:
+        raise InputError(problems)
     if not settings.secret_key:
         settings = replace(settings, secret_key=_generated_secret(settings.state_dir))
     return settings

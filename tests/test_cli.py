@@ -161,6 +161,8 @@ def test_worker_daemon_ticks_and_stops_cleanly_on_sigterm(project: Path) -> None
         assert len(_eml(project)) == 5  # the cron scheduler's tick queued them, the worker sent
         redis_pid = _redis_pid(project)
         assert redis_pid is not None
+        children = _children(proc.pid)
+        assert len(children) >= 2  # the embedded Redis and the cron scheduler
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
     finally:
@@ -169,6 +171,17 @@ def test_worker_daemon_ticks_and_stops_cleanly_on_sigterm(project: Path) -> None
     assert proc.returncode == 0, output
     time.sleep(0.5)
     assert _redis_pid(project) is None
-    leftovers = subprocess.run(["pgrep", "-f", "nurture-cron|multiprocessing.spawn"],
-                               capture_output=True, text=True).stdout.split()
-    assert [p for p in leftovers if int(p) != os.getpid()] == []
+    assert [pid for pid in children if _alive(pid)] == []
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited; only its parent (init) has yet to reap it

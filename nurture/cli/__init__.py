@@ -13,9 +13,12 @@ import click
 from ..clock import FakeClock, SystemClock, parse_instant
 from .contacts import contacts
 from .context import Context
+from .delivery import resolve
+from .inbox import inbox
 from .project import init, status, validate
 from .referrals import referral
 from .relationships import enroll, reply, unsubscribe
+from .web import serve
 from .worker import db, tick, worker
 
 
@@ -48,6 +51,6 @@ def main(ctx: click.Context, now: object, project_dir: Path | None, database_url
     ctx.call_on_close(ctx.obj.close)
 
 
-for command in (init, validate, status, enroll, reply, unsubscribe, tick, worker, contacts,
-                referral, db):
+for command in (init, validate, status, enroll, reply, unsubscribe, tick, worker, resolve,
+                contacts, referral, db, serve, inbox):
     main.add_command(command)

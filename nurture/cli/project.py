@@ -42,7 +42,7 @@ def validate(obj: Context) -> None:
 def _line(t: TouchLine) -> str:
     at = t.at.strftime("%Y-%m-%d %H:%M UTC") if t.at else "-"
     note = f"  {t.note}" if t.note else ""
-    return f"  {at}  {t.email:<32} {t.campaign}/{t.step}{note}"
+    return f"  {at}  #{t.touch_id:<6} {t.email:<32} {t.campaign}/{t.step}{note}"
 
 
 @click.command()

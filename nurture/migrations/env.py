@@ -4,10 +4,19 @@ from alembic import context
 
 from nurture.models import Base
 
-engine = context.config.attributes["engine"]
-with engine.connect() as connection:
+
+def run(connection: object) -> None:
     context.configure(connection=connection, target_metadata=Base.metadata,
-                      render_as_batch=connection.dialect.name == "sqlite")
+                      render_as_batch=connection.dialect.name == "sqlite")  # type: ignore[attr-defined]
     with context.begin_transaction():
         context.run_migrations()
-    connection.commit()
+
+
+given = context.config.attributes.get("connection")
+if given is not None:  # nurture.db.upgrade hands over its (locked) connection
+    run(given)
+    given.commit()
+else:
+    with context.config.attributes["engine"].connect() as connection:
+        run(connection)
+        connection.commit()

@@ -1,0 +1,212 @@
+"""Composing the email of one touch: its context, its library item, its thread, its message.
+
+Sending (:mod:`nurture.sending`) and previewing (:mod:`nurture.preview`) both call
+:func:`compose_touch`, so a preview is what would be sent, byte for byte apart from the Date.
+It runs inside the caller's transaction: the claim's when sending, one that is rolled back when
+previewing. It never changes a touch's state; a step with nothing left to show comes back as
+``skipped`` and the caller decides what that means.
+
+**Library items** (``content:`` on the step) are chosen by :func:`nurture.library.pick` and
+recorded in ``content_sent`` in that same transaction, so two workers writing to one contact at
+once never pick the same item (the unique key decides; the loser picks again). A retry of the
+touch shows the item it was given before. An item is *released* when its touch ends without
+being sent (failed for good, cancelled, skipped): the row stays, and the next pick may take it
+over. A template error rolls the choice back at once.
+
+**Threads** (``thread:`` on the step): when the earlier step was sent, this one goes out as a
+reply to it: ``Re:`` its subject, ``In-Reply-To`` its Message-ID, ``References`` the chain.
+When it was never sent, this one starts a thread of its own with its own subject.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from .app import Nurture
+from .campaigns import Campaign, Content, Step
+from .contacts import contact_view
+from .library import Item, library_for, pick
+from .models import Contact, ContentSent, Referral, Touch, TouchState
+from .render import RenderedEmail, build_message, make_message_id
+from .unsubscribe import unsubscribe_mailto, unsubscribe_url
+
+__all__ = ["Composed", "Thread", "claim_item", "compose", "compose_touch", "find_thread",
+           "template_context"]
+
+#: A touch in one of these states did not send its item: the item is free again.
+RELEASED = (TouchState.FAILED, TouchState.CANCELLED, TouchState.SKIPPED)
+
+
+@dataclass(frozen=True)
+class Thread:
+    """The conversation a reply joins: the subject to answer and the Message-IDs to cite."""
+
+    subject: str
+    in_reply_to: str
+    references: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Composed:
+    """The email of a touch, or why there is none (``skipped``: nothing left to show)."""
+
+    message: EmailMessage | None
+    rendered: RenderedEmail | None = None
+    item: Item | None = None
+    thread: Thread | None = None
+    skipped: str | None = None
+
+
+# The touch, from the database ----------------------------------------------------------------
+def compose_touch(app: Nurture, session: Session, touch: Touch) -> Composed:
+    """The message ``touch`` would send now. Records its item and its Message-ID on the touch
+    (the caller's transaction commits or discards them)."""
+    enrollment, contact = touch.enrollment, touch.enrollment.contact
+    campaign = app.campaigns[enrollment.campaign_id]
+    step = campaign.step(touch.step_id)
+    with session.begin_nested():  # a template error below undoes the item's claim
+        item = None
+        if step.content is not None:
+            item = claim_item(app, session, contact, touch, step.content)
+            if item is None:
+                return Composed(None, skipped=f"no unsent {step.content.kind} left")
+        referrals = session.execute(select(func.count(Referral.id), func.max(Referral.referred_on))
+                                    .where(Referral.contact_id == contact.id)).one()
+        touches_sent = session.scalar(select(func.count(Touch.id)).where(
+            Touch.state == TouchState.SENT, Touch.enrollment.has(contact_id=contact.id)))
+        link = unsubscribe_url(app.settings, contact.id)
+        context = template_context(app, contact_view(contact), campaign, step, item, link,
+                                   referral_count=referrals[0], last_referral_date=referrals[1],
+                                   touch_count=touches_sent or 0)
+        thread = find_thread(session, touch, campaign, step)
+        message_id = make_message_id(touch.id, app.settings.secret_key,
+                                     app.settings.sender_domain)
+        to_name = " ".join(p for p in (contact.first_name, contact.last_name) if p)
+        rendered, message = compose(app, campaign, step, context, to_name=to_name,
+                                    to_email=contact.email, message_id=message_id,
+                                    unsubscribe_mailto=unsubscribe_mailto(app.settings,
+                                                                          contact.id),
+                                    thread=thread, date=app.now())
+    touch.message_id, touch.subject = message_id, rendered.subject
+    return Composed(message, rendered, item, thread)
+
+
+def claim_item(app: Nurture, session: Session, contact: Contact, touch: Touch,
+               content: Content) -> Item | None:
+    """The library item for this touch, recorded for the contact; None when none is left."""
+    library = library_for(app.settings.campaigns_dir)
+    mine = session.scalar(select(ContentSent).where(ContentSent.touch_id == touch.id))
+    if mine is not None:
+        item = library.get(mine.item_id)
+        if item is not None and item.kind == content.kind:
+            return item  # a retry shows what it showed before
+        session.delete(mine)  # the item left the library (or the step changed kind)
+        session.flush()
+    rows = session.execute(select(ContentSent.item_id, Touch.state)
+                           .outerjoin(Touch, ContentSent.touch_id == Touch.id)
+                           .where(ContentSent.contact_id == contact.id)).all()
+    taken = {item_id for item_id, state in rows if state not in RELEASED}
+    candidates = library.of_kind(content.kind)
+    view = contact_view(contact)
+    for _ in candidates:
+        item = pick(candidates, view, content.match, taken)
+        if item is None:
+            return None
+        if _record(session, contact, touch, item, app.now()):
+            return item
+        taken.add(item.id)  # another worker took it for this contact just now
+    return None
+
+
+def _record(session: Session, contact: Contact, touch: Touch, item: Item, now: datetime) -> bool:
+    released = select(Touch.id).where(Touch.state.in_(RELEASED))
+    taken_over = session.execute(
+        update(ContentSent).where(ContentSent.contact_id == contact.id,
+                                  ContentSent.item_id == item.id,
+                                  ContentSent.touch_id.in_(released))
+        .values(touch_id=touch.id, kind=item.kind, at=now)
+        .returning(ContentSent.id)).first()
+    if taken_over is not None:
+        return True
+    try:
+        with session.begin_nested():
+            session.add(ContentSent(contact_id=contact.id, item_id=item.id, kind=item.kind,
+                                    touch_id=touch.id, at=now))
+    except IntegrityError:
+        return False
+    return True
+
+
+def find_thread(session: Session, touch: Touch, campaign: Campaign, step: Step) -> Thread | None:
+    """The conversation ``step`` replies to, if its earlier step was sent in this enrollment."""
+    chain: list[str] = []
+    subject, current, before = None, step, None
+    while current.thread:
+        query = (select(Touch.message_id, Touch.subject, Touch.sent_at)
+                 .where(Touch.enrollment_id == touch.enrollment_id,
+                        Touch.step_id == current.thread, Touch.state == TouchState.SENT,
+                        Touch.message_id.is_not(None))
+                 .order_by(Touch.sent_at.desc()).limit(1))
+        if before is not None:
+            query = query.where(Touch.sent_at <= before)
+        parent = session.execute(query).first()
+        if parent is None:
+            break
+        chain.insert(0, parent.message_id)
+        subject = parent.subject if subject is None else subject
+        before = parent.sent_at
+        try:
+            current = campaign.step(current.thread)
+        except KeyError:
+            break
+    if not chain:
+        return None
+    title = subject or ""
+    return Thread(title if title.casefold().startswith("re:") else f"Re: {title}",
+                  chain[-1], tuple(chain))
+
+
+# The email, from its parts (no database) ------------------------------------------------------
+def template_context(app: Nurture, contact: dict[str, Any], campaign: Campaign, step: Step,
+                     item: Item | None, unsubscribe_link: str, *, referral_count: int,
+                     last_referral_date: Any, touch_count: int) -> dict[str, Any]:
+    """Everything a template may see (:data:`nurture.render.CONTEXT_KEYS`), and nothing else."""
+    return {
+        "contact": contact,
+        "sender": app.sender_view(),
+        "owner": app.sender_view(),
+        "practice": app.practice_view(),
+        "item": item.view() if item else None,
+        "campaign": {"id": campaign.id, "name": campaign.name},
+        "step": {"id": step.id, "layout": step.layout},
+        "unsubscribe_url": unsubscribe_link,
+        "referral_count": referral_count,
+        "last_referral_date": last_referral_date,
+        "touch_count": touch_count,
+    }
+
+
+def compose(app: Nurture, campaign: Campaign, step: Step, context: dict[str, Any], *,
+            to_name: str, to_email: str, message_id: str, unsubscribe_mailto: str,
+            thread: Thread | None, date: datetime) -> tuple[RenderedEmail, EmailMessage]:
+    """Render the step for ``context`` and wrap it into the message as it goes on the wire."""
+    settings = app.settings
+    rendered = app.renderer.render(step.template, step.subject, context,
+                                   field=f"{campaign.id}.steps.{step.id}", layout=step.layout)
+    if thread is not None:
+        rendered = replace(rendered, subject=thread.subject)
+    message = build_message(rendered, from_name=settings.sender_name,
+                            from_email=settings.sender_email, to_name=to_name, to_email=to_email,
+                            message_id=message_id, date=date,
+                            unsubscribe_url=str(context["unsubscribe_url"]),
+                            unsubscribe_mailto=unsubscribe_mailto,
+                            in_reply_to=thread.in_reply_to if thread else None,
+                            references=thread.references if thread else ())
+    return rendered, message
