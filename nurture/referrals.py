@@ -1,15 +1,20 @@
 """Referral intake: record it, stop what a referral stops, thank the source, begin long-term care.
 
-One path for every way a referral arrives (the CLI now; CSV and webhooks use the same function).
+One path for every way a referral arrives: the CLI and the webhook call :func:`add_referral`
+(one referral, one transaction), the CSV import (:mod:`nurture.referrals_csv`) calls
+:func:`record_referral` for every row inside one transaction. After the commit the owner gets a
+short note (:func:`notify_referrals`) suggesting a personal word too.
 A referral keeps only who sent it, the date and an optional opaque id from the practice's
 records. Nothing about the patient is stored, so nothing about the patient can reach an email.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -18,8 +23,11 @@ from sqlalchemy.orm import Session
 from .app import Nurture
 from .contacts import get_or_create_contact
 from .engine import enroll_contact, log_event, plan_touch, stop_contact
-from .errors import InputError, Problem
-from .models import Enrollment, EnrollmentState, Referral, Touch
+from .errors import InputError, NurtureError, Problem
+from .models import Contact, ContactStatus, Enrollment, EnrollmentState, Referral, Touch, TouchState
+from .notify import notify_owner
+
+log = logging.getLogger(__name__)
 
 EXTERNAL_REF = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,99}")
 
@@ -41,53 +49,145 @@ def check_external_ref(ref: str | None, *, file: str = "<input>", line: int | No
                                   "digits and . _ : / - only (no names or spaces), at most 100")])
 
 
+def referral_day(app: Nurture, on: date | None = None) -> date:
+    """``on``, or today in the practice's time zone (a referral's default date)."""
+    return on or app.now().astimezone(ZoneInfo(app.settings.practice_timezone)).date()
+
+
 def add_referral(app: Nurture, email: str, *, on: date | None = None,
-                 external_ref: str | None = None, source: str = "manual") -> ReferralResult:
+                 external_ref: str | None = None, source: str = "manual",
+                 notify: bool = True) -> ReferralResult:
+    """Record one referral in a transaction of its own, then tell the owner (``notify``).
+
+    The owner is told only after the commit, so never about a referral that was not recorded;
+    a repeated external id changes nothing and tells nobody.
+    """
     check_external_ref(external_ref)
-    now = app.now()
-    on = on or now.astimezone(ZoneInfo(app.settings.practice_timezone)).date()
+    on = referral_day(app, on)
     with app.db.transaction() as session:
-        if external_ref and session.scalar(
-                select(Referral.id).where(Referral.external_ref == external_ref)):
-            return ReferralResult(email, duplicate=True)
-        contact, created = get_or_create_contact(session, email, app.clock)
-        result = ReferralResult(contact.email, new_contact=created)
-        session.add(Referral(contact_id=contact.id, referred_on=on, external_ref=external_ref,
-                             source=source, recorded_at=now))
-        thanking = _thanking_enrollments(app, session, contact.id)
-        result.stopped = [e.campaign_id for e in stop_contact(app, session, contact, "referral")]
-        key = on.isoformat()
-        thanked = session.scalar(select(Touch.id).join(Touch.enrollment).where(
-            Enrollment.contact_id == contact.id, Touch.trigger_key == key))
-        for enrollment in thanking:
-            campaign = app.campaigns.get(enrollment.campaign_id)
-            rule = campaign.on_referral if campaign else None
-            if rule is None:
-                continue
-            if rule.send and thanked is None:  # one thank-you per source per day
-                step = campaign.step(rule.send)
-                if plan_touch(app, session, campaign, enrollment, contact, step, now, key):
-                    result.thank_you.append(f"{campaign.id}/{step.id}")
-                    thanked = True
-            if rule.then_enroll and enroll_contact(app, session, app.campaign(rule.then_enroll),
-                                                   contact):
-                result.enrolled.append(rule.then_enroll)
-        log_event(session, now, "referral_recorded", contact_id=contact.id, source=source,
-                  referred_on=key, thank_you=result.thank_you, enrolled=result.enrolled)
-        return result
+        result = record_referral(app, session, email, on, external_ref, source)
+    if notify and not result.duplicate:
+        notify_referrals(app, [(result, on)])
+    return result
+
+
+def record_referral(app: Nurture, session: Session, email: str, on: date,
+                    external_ref: str | None, source: str) -> ReferralResult:
+    """The work of one referral, inside the caller's transaction (one file is one transaction).
+
+    Records it, stops what a referral stops, plans the thank-you (one per source per day) and
+    enrolls the source in the long-term campaign (once). An address that is not a contact yet
+    becomes one, marked as needing details. A known ``external_ref`` changes nothing.
+    """
+    now = app.now()
+    if external_ref and session.scalar(
+            select(Referral.id).where(Referral.external_ref == external_ref)):
+        return ReferralResult(email.strip().lower(), duplicate=True)
+    contact, created = get_or_create_contact(session, email, app.clock)
+    result = ReferralResult(contact.email, new_contact=created)
+    session.add(Referral(contact_id=contact.id, referred_on=on, external_ref=external_ref,
+                         source=source, recorded_at=now))
+    thanking = _thanking_enrollments(app, session, contact.id)
+    result.stopped = [e.campaign_id for e in stop_contact(app, session, contact, "referral")]
+    key = on.isoformat()
+    thanked = session.scalar(select(Touch.id).join(Touch.enrollment).where(
+        Enrollment.contact_id == contact.id, Touch.trigger_key == key))
+    for enrollment in thanking:
+        campaign = app.campaigns.get(enrollment.campaign_id)
+        rule = campaign.on_referral if campaign else None
+        if rule is None:
+            continue
+        if rule.send and thanked is None:  # one thank-you per source per day
+            step = campaign.step(rule.send)
+            if plan_touch(app, session, campaign, enrollment, contact, step, now, key):
+                result.thank_you.append(f"{campaign.id}/{step.id}")
+                thanked = True
+        if rule.then_enroll and enroll_contact(app, session, app.campaign(rule.then_enroll),
+                                               contact):
+            result.enrolled.append(rule.then_enroll)
+    log_event(session, now, "referral_recorded", contact_id=contact.id, source=source,
+              referred_on=key, thank_you=result.thank_you, enrolled=result.enrolled)
+    return result
 
 
 def _thanking_enrollments(app: Nurture, session: Session, contact_id: int) -> list[Enrollment]:
     """Whose ``on_referral`` answers this referral (asked before the referral stops any).
 
-    The enrollments that are running. If none is, the
+    The running enrollments whose campaign has an ``on_referral`` rule. If none is, the
     most recent one with an ``on_referral`` rule, in any state: a source who replied last month,
     or finished the sequence, still deserves a thank-you when they refer.
     """
     mine = session.scalars(select(Enrollment).where(Enrollment.contact_id == contact_id)
                            .order_by(Enrollment.id)).all()
-    running = [e for e in mine if e.state == EnrollmentState.ACTIVE]
-    if running:
-        return running
     rules = [e for e in mine if (c := app.campaigns.get(e.campaign_id)) and c.on_referral]
-    return rules[-1:]
+    running = [e for e in rules if e.state == EnrollmentState.ACTIVE]
+    return running or rules[-1:]
+
+
+# Telling the owner ------------------------------------------------------------------------------
+def notify_referrals(app: Nurture, recorded: Sequence[tuple[ReferralResult, date]], *,
+                     origin: str = "") -> str | None:
+    """One note to the owner about these referrals (duplicates left out), after the commit.
+
+    Names the sources, the day and when the thank-you goes out, and suggests a personal note
+    too; nothing about patients (not even the external id). Returns why the note could not be
+    sent, or None. A failed note never undoes the referrals: it is logged and kept as an event.
+    """
+    fresh = [(result, on) for result, on in recorded if not result.duplicate]
+    if not fresh:
+        return None
+    with app.db.transaction() as session:
+        paragraphs = [_describe(app, session, result, on) for result, on in fresh]
+        names = list(dict.fromkeys(_name(session, result.email) for result, _ in fresh))
+    if len(fresh) == 1:
+        subject = f"Referral from {names[0]}"
+    else:
+        sources = f"{len(names)} source{'s' if len(names) != 1 else ''}"
+        subject = f"{len(fresh)} referrals from {sources}" + (f" ({origin})" if origin else "")
+    body = "\n\n".join([*paragraphs, "Consider a personal note too: a thank-you from nurture "
+                         "is good, a few lines from you are better."])
+    try:
+        notify_owner(app, subject, body)
+    except NurtureError as exc:
+        log.warning("referrals recorded, but the owner was not notified: %s", exc)
+        with app.db.transaction() as session:
+            log_event(session, app.now(), "owner_notification_failed", subject=subject,
+                      error=str(exc))
+        return str(exc)
+    return None
+
+
+def _name(session: Session, email: str) -> str:
+    contact = session.scalar(select(Contact).where(Contact.email == email))
+    full = " ".join(p for p in (contact.first_name, contact.last_name) if p) if contact else ""
+    return full or email
+
+
+def _describe(app: Nurture, session: Session, result: ReferralResult, on: date) -> str:
+    contact = session.scalar(select(Contact).where(Contact.email == result.email))
+    organization = f", {contact.organization}" if contact and contact.organization else ""
+    lines = [f"{_name(session, result.email)} ({result.email}{organization}) referred a patient "
+             f"on {on.isoformat()}."]
+    thanks = session.scalars(select(Touch).join(Touch.enrollment).where(
+        Enrollment.contact_id == (contact.id if contact else -1),
+        Touch.trigger_key == on.isoformat()).order_by(Touch.id)).first()
+    if contact is not None and contact.status != ContactStatus.ACTIVE:
+        lines.append(f"No thank-you will be sent: they are {contact.status}.")
+    elif thanks is not None and thanks.state in (TouchState.SCHEDULED, TouchState.QUEUED):
+        lines.append(f"A thank-you is planned for {_when(app, thanks.due_at)}.")
+    elif thanks is not None and thanks.state == TouchState.SENT and thanks.sent_at:
+        lines.append(f"A thank-you for that day went out {_when(app, thanks.sent_at)}.")
+    else:
+        lines.append("No thank-you is planned: they are in no campaign with on_referral.")
+    if result.enrolled:
+        lines.append(f"They now receive {', '.join(result.enrolled)}.")
+    if result.new_contact:
+        lines.append("They were not a contact yet: added, marked as needing details (a name and "
+                     "an organization).")
+    return "\n".join(lines)
+
+
+def _when(app: Nurture, at: datetime) -> str:
+    zone = ZoneInfo(app.settings.practice_timezone)
+    local = at.astimezone(zone)
+    return f"{local:%a} {local.day} {local:%b %Y}, {local:%H:%M} ({zone.key})"
