@@ -2,15 +2,18 @@
 
 The CSV (UTF-8, BOM or not) has a header row naming, in any order and any case: ``email``
 (required), ``first_name``, ``last_name``, ``organization``, ``role``, ``tags``, ``interests``,
-``timezone``, ``owner``. ``tags`` and ``interests`` hold several values separated by ``;`` (a
-comma would clash with the CSV), e.g. ``prospect;physician``. Tags are lower-cased slugs;
-``timezone`` is empty or an IANA name such as ``America/Chicago``.
+``timezone``, ``owner``, ``aliases``. ``tags``, ``interests`` and ``aliases`` hold several
+values separated by ``;`` (a comma would clash with the CSV), e.g. ``prospect;physician``. Tags
+are lower-cased slugs; ``timezone`` is empty or an IANA name such as ``America/Chicago``.
+``aliases`` are the contact's other addresses (a second mailbox, the office manager who answers
+for them): mail from them is matched to the contact, nothing is ever sent to them, and an
+address is the alias of one contact at most and never another contact's own address.
 
 An import is all-or-nothing: every row is checked first and every problem reported at once with
 its physical line, so a user fixes the file in one pass and never has half of it imported.
 Re-importing an export is safe: a blank cell (or a missing column) keeps the stored value, tags
-are only ever added, never removed, and ``status`` is never touched, so an unsubscribed contact
-stays unsubscribed.
+and aliases are only ever added, never removed, and ``status`` is never touched, so an
+unsubscribed contact stays unsubscribed.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ from sqlalchemy.orm import Session
 from .clock import Clock
 from .db import Database
 from .errors import ContactsError, Problem
-from .models import Contact, ContactTag, Event
+from .models import Contact, ContactAlias, ContactTag, Event
 
 TEXT_FIELDS = ("first_name", "last_name", "organization", "role", "timezone", "owner")
-COLUMNS = ("email", *TEXT_FIELDS, "tags", "interests")
+COLUMNS = ("email", *TEXT_FIELDS, "tags", "interests", "aliases")
 LIST_SEPARATOR = ";"
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
 _TAG = re.compile(r"[a-z0-9][a-z0-9_-]*")
@@ -83,15 +86,49 @@ def import_contacts(db: Database, path: Path, clock: Clock) -> ImportResult:
         for start in range(0, len(emails), _CHUNK):
             query = select(Contact).where(Contact.email.in_(emails[start:start + _CHUNK]))
             existing.update((contact.email, contact) for contact in session.scalars(query))
+        taken = _taken_aliases(session, path, rows, existing)
+        pending: list[tuple[Contact, str]] = []
         for row in rows:
             new = row["email"] not in existing
             contact = _blank(row["email"], now) if new else existing[row["email"]]
             session.add(contact)
             changed = _apply(contact, row, now)
+            added = [a for a in row["aliases"] if new or taken.get(a) != contact.id]
+            pending += [(contact, alias) for alias in added]
+            if added and not new:
+                contact.updated_at, changed = now, True
             counts["created" if new else "updated" if changed else "unchanged"] += 1
+        if pending:
+            session.flush()  # new contacts get their ids
+            session.add_all(ContactAlias(contact_id=c.id, email=a) for c, a in pending)
         session.add(Event(at=now, kind="contacts_imported",
                           detail=json.dumps({"file": path.name, "rows": len(rows), **counts})))
     return ImportResult(**counts)
+
+
+def _taken_aliases(session: Session, path: Path, rows: list[dict[str, Any]],
+                   existing: dict[str, Contact]) -> dict[str, int]:
+    """Stored aliases among the file's, by address: contact id. Raises ContactsError when an
+    alias is another contact's address, or another contact's alias, in the database."""
+    wanted = {alias: row for row in rows for alias in row["aliases"]}
+    taken: dict[str, int] = {}
+    problems = []
+    addresses = list(wanted)
+    for start in range(0, len(addresses), _CHUNK):
+        chunk = addresses[start:start + _CHUNK]
+        taken.update((a.email, a.contact_id) for a in session.scalars(
+            select(ContactAlias).where(ContactAlias.email.in_(chunk))))
+        for email in session.scalars(select(Contact.email).where(Contact.email.in_(chunk))):
+            problems.append(Problem(str(path), wanted[email]["line"], "aliases",
+                                    f"{email} is the address of another contact"))
+    for alias, contact_id in taken.items():
+        owner = existing.get(wanted[alias]["email"])
+        if owner is None or owner.id != contact_id:
+            problems.append(Problem(str(path), wanted[alias]["line"], "aliases",
+                                    f"{alias} is already an alias of another contact"))
+    if problems:
+        raise ContactsError(sorted(problems, key=lambda p: p.line or 0))
+    return taken
 
 
 def find_contacts(session: Session, *, tags: Sequence[str] = (),
@@ -194,7 +231,7 @@ def _validate(path: Path) -> list[dict[str, Any]]:
         if table or not problems:  # (an unreadable file has said so already)
             problems.append(Problem(where, head, "email", "a header row naming email is required"))
         raise ContactsError(problems)
-    rows, first_line = [], {}
+    rows, first_line, alias_line = [], {}, {}
     for line, cells in table[1:]:
         def bad(field: str, message: str, line: int = line) -> None:
             problems.append(Problem(where, line, field, message))
@@ -218,12 +255,31 @@ def _validate(path: Path) -> list[dict[str, Any]]:
         row["timezone"] = _zones().get(row["timezone"].lower(), "")
         row["interests"] = _split(values.get("interests", ""))
         row["tags"] = [tag.lower() for tag in _split(values.get("tags", ""))]
+        row["line"], row["aliases"] = line, []
+        for alias in _split(values.get("aliases", "")):
+            try:
+                address = normalize_email(alias)
+            except ValueError as exc:
+                bad("aliases", str(exc))
+                continue
+            if address == row.get("email"):
+                bad("aliases", f"{address} is the contact's own address")
+            elif address in alias_line:
+                bad("aliases", f"{address} is already an alias on line {alias_line[address]}")
+            else:
+                alias_line[address] = line
+                row["aliases"].append(address)
         for tag in row["tags"]:
             if not _TAG.fullmatch(tag) or len(tag) > _LIMITS["tag"]:
                 bad("tags", f"{tag!r} is not a tag (letters, digits, - and _; ';' between tags)")
         rows.append(row)
+    for row in rows:  # an address is a contact or an alias, never both
+        for alias in row["aliases"]:
+            if alias in first_line:
+                problems.append(Problem(where, row["line"], "aliases",
+                                        f"{alias} is the contact on line {first_line[alias]}"))
     if problems:
-        raise ContactsError(problems)
+        raise ContactsError(sorted(problems, key=lambda p: p.line or 0))
     return rows
 
 

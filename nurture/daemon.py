@@ -11,18 +11,24 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from dataclasses import asdict
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 from rq.cron import CronScheduler
+from rq.scheduler import RQScheduler
 
 from . import jobs
 from .app import Nurture
 from .delivery import open_transport
 from .engine import tick
 from .errors import InputError
+from .mailbox import inbox_config, inbox_job
 from .redis_server import EmbeddedRedis, connect, die_with_parent
 
 log = logging.getLogger(__name__)
@@ -46,7 +52,11 @@ def run_tick(app: Nurture) -> dict[str, int]:
 def run_worker(app: Nurture, *, burst: bool = False,
                echo: Callable[[str], None] = print) -> bool:
     """Work until stopped (or, with ``burst``, until the queue is empty). Returns whether any job
-    was processed."""
+    was processed.
+
+    RQ's worker returns, rather than raising, when Redis goes away mid-job; unless a stop was
+    asked for, the worker is built again and goes on, so a Redis restart never ends the daemon.
+    """
     problems = app.settings.identity_problems()
     if problems:  # every email needs a sender and a postal address: refuse before queuing any
         raise InputError(problems)
@@ -55,35 +65,83 @@ def run_worker(app: Nurture, *, burst: bool = False,
         echo(describe(app, description))
         jobs.bind(app)
         queue = Queue(app.settings.worker_queue, connection=connection)
-        worker = SimpleWorker([queue], connection=connection)
         try:
             if burst:
                 report = tick(app, jobs.RQDispatcher(app, connection))
                 echo(f"tick: {report.enqueued} touches in {report.jobs} jobs")
+                worker = SimpleWorker([queue], connection=connection)
                 return worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
             url = app.settings.redis_url or EmbeddedRedis(app.settings.state_dir).url
-            cron = _start_cron(url, app.settings.worker_queue, app.settings.worker_tick_interval)
+            inbox = inbox_config(app.settings)
+            children = _start_children(url, app.settings.worker_queue,
+                                       app.settings.worker_tick_interval,
+                                       inbox.poll_interval if inbox.imap_url else 0)
             try:
-                return worker.work(with_scheduler=True, logging_level="INFO")
+                return _work_until_stopped(queue, connection)
             finally:
-                cron.terminate()
-                cron.join(10)
-                if cron.is_alive():
-                    cron.kill()
+                for child in children:
+                    child.terminate()
+                for child in children:
+                    child.join(10)
+                    if child.is_alive():
+                        child.kill()
         finally:
             jobs.bind(None)
 
 
-def _start_cron(redis_url: str, queue: str, interval: int) -> multiprocessing.Process:
-    proc = multiprocessing.get_context("spawn").Process(
-        target=_cron_main, args=(os.getpid(), redis_url, queue, interval), name="nurture-cron",
-        daemon=True)
-    proc.start()
-    return proc
+def _work_until_stopped(queue: Queue, connection: Redis) -> bool:
+    worked = False
+    while True:
+        worker = SimpleWorker([queue], connection=connection)
+        # RQ's scheduler (for Retry's delays) runs in a spawned child, not forked from here: a
+        # fork would inherit this process's database connections and, if this process were
+        # killed, hold its open claim's locks for ever.
+        try:
+            worked = worker.work(with_scheduler=False, logging_level="INFO") or worked
+        except (RedisError, OSError):  # RQ's own clean-up can raise while Redis is down
+            log.exception("the worker lost Redis")
+        if worker._shutdown_requested_date is not None:  # SIGTERM / Ctrl-C (RQ sets it on both
+            return worked  # an idle and a busy worker; a busy one finished its job first)
+        log.warning("the worker stopped after a Redis error; starting again in 2 s")
+        connection.connection_pool.disconnect()  # drop sockets to the old server
+        time.sleep(2)
 
 
-def _cron_main(parent: int, redis_url: str, queue: str, interval: int) -> None:
+def _start_children(redis_url: str, queue: str, interval: int,
+                    inbox_every: int) -> list[multiprocessing.Process]:
+    spawn = multiprocessing.get_context("spawn")
+    children = [spawn.Process(target=_child_main, args=(os.getpid(), redis_url, role, queue,
+                                                         interval, inbox_every),
+                              name=f"nurture-{role}", daemon=True)
+                for role in ("cron", "scheduler")]
+    for child in children:
+        child.start()
+    return children
+
+
+def _child_main(parent: int, redis_url: str, role: str, queue: str, interval: int,
+                inbox_every: int) -> None:
+    """RQ's cron scheduler (the periodic tick and inbox poll) or RQ's scheduler (delayed retries).
+
+    Each dies with the daemon, and starts again by itself after a Redis outage.
+    """
     die_with_parent(parent)
-    scheduler = CronScheduler(connection=Redis.from_url(redis_url), logging_level="WARNING")
-    scheduler.register(jobs.tick_job, queue_name=queue, interval=interval, job_timeout=600)
-    scheduler.start()
+    while True:
+        try:
+            connection = Redis.from_url(redis_url)
+            if role == "cron":
+                cron = CronScheduler(connection=connection, logging_level="WARNING")
+                cron.register(jobs.tick_job, queue_name=queue, interval=interval,
+                              job_timeout=600)
+                if inbox_every:
+                    cron.register(inbox_job, queue_name=queue, interval=inbox_every,
+                                  job_timeout=900)
+                cron.start()  # returns when asked to stop
+            else:
+                scheduler = RQScheduler([queue], connection=connection, logging_level="WARNING")
+                scheduler.acquire_locks()
+                scheduler.work()  # returns when asked to stop
+            return
+        except (RedisConnectionError, RedisTimeoutError):
+            log.warning("nurture-%s lost Redis; trying again in 2 s", role)
+            time.sleep(2)

@@ -53,7 +53,17 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_engine(url, pool_pre_ping=True, **kwargs)
+
+    @event.listens_for(engine, "connect")
+    def _postgres_session(dbapi_conn: Any, _record: Any) -> None:
+        # A process killed mid-claim whose socket lives on (in a forked child, say) must not
+        # hold its locks for ever: the server ends a transaction left idle this long.
+        with dbapi_conn.cursor() as cur:
+            cur.execute("SET idle_in_transaction_session_timeout = '5min'")
+        dbapi_conn.commit()
+
+    return engine
 
 
 def alembic_config(engine: Engine) -> Config:

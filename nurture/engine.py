@@ -238,7 +238,8 @@ def tick(app: Nurture, dispatcher: Dispatcher) -> TickReport:
                 break
             claimed = session.scalars(
                 update(Touch).where(Touch.id.in_(due), Touch.state == TouchState.SCHEDULED)
-                .values(state=TouchState.QUEUED, job_id=job_id, queued_at=queued_at)
+                .values(state=TouchState.QUEUED, job_id=job_id, queued_at=queued_at,
+                        lease_until=None)
                 .returning(Touch.id)).all()
         if claimed:
             dispatcher.enqueue(job_id, sorted(claimed))  # after commit: the row is the truth
@@ -275,13 +276,19 @@ def _requeue_lost(app: Nurture, dispatcher: Dispatcher, now: datetime,
     with app.db.transaction() as session:
         job_ids = session.scalars(select(Touch.job_id).distinct().where(
             Touch.state == TouchState.QUEUED, Touch.queued_at < now - grace)).all()
+        # A job that started keeps a lease on its rows (see nurture.sending.deliver): once it
+        # runs out, its worker is gone, whatever Redis still says about the job.
+        expired = set(session.scalars(select(Touch.job_id).distinct().where(
+            Touch.state == TouchState.QUEUED, Touch.lease_until < now)).all())
     lost = dispatcher.lost([j for j in job_ids if j]) if job_ids else set()
+    lost |= {j for j in expired if j}
     limit = app.settings.worker_max_attempts
     for job_id in sorted(lost):
         with app.db.transaction() as session:
             base = update(Touch).where(Touch.state == TouchState.QUEUED, Touch.job_id == job_id)
             again = session.scalars(base.where(Touch.attempts < limit).values(
-                state=TouchState.SCHEDULED, job_id=None).returning(Touch.id)).all()
+                state=TouchState.SCHEDULED, job_id=None, lease_until=None)
+                .returning(Touch.id)).all()
             gave_up = session.scalars(base.where(Touch.attempts >= limit).values(
                 state=TouchState.FAILED, reason=f"gave up after {limit} attempts")
                 .returning(Touch.id)).all()
@@ -324,3 +331,23 @@ def resolve_touch(app: Nurture, touch_id: int, *, sent: bool) -> Touch:
         if sent:
             advance(app, session, touch, touch.sent_at or now)
         return touch
+
+
+# Pausing --------------------------------------------------------------------------------------
+def pause_contact(app: Nurture, session: Session, contact: Contact, until: datetime) -> int:
+    """Hold the contact's pending sequence touches until at least ``until`` (an out-of-office).
+
+    Nothing stops: the enrollments stay active and only the due times of their scheduled and
+    queued sequence steps move (triggered ones such as a thank-you keep theirs). A queued row is
+    caught by the send-time re-check (``due_at > now``) and planned again. Returns the number of
+    touches moved.
+    """
+    active = select(Enrollment.id).where(Enrollment.contact_id == contact.id,
+                                         Enrollment.state == EnrollmentState.ACTIVE)
+    moved = session.scalars(
+        update(Touch).where(Touch.enrollment_id.in_(active), Touch.state.in_(PENDING),
+                            Touch.trigger_key == "", Touch.due_at < until)
+        .values(due_at=until).returning(Touch.id)).all()
+    log_event(session, app.now(), "contact_paused", contact_id=contact.id, until=until,
+              touches=sorted(moved))
+    return len(moved)

@@ -91,10 +91,13 @@ def send_touches(touch_ids: list[int]) -> dict[str, Any]:
     If any hit a temporary SMTP error, they are put back in the queued state and the job fails,
     so RQ's ``Retry`` runs it again later; the rows already sent are skipped on that run.
     """
+    from rq import get_current_job
+
     app = current_app()
     settings = app.settings
+    job = get_current_job()
     with open_transport(settings.smtp_url, settings.outbox_dir) as transport:
-        report = deliver(app, touch_ids, transport)
+        report = deliver(app, touch_ids, transport, job.id if job is not None else None)
     if report.retry:
         raise TransientDeliveryError(f"temporary failure for touches {report.retry}")
     return asdict(report)

@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Date,
     DateTime,
     ForeignKey,
@@ -305,3 +306,71 @@ class Mailbox(Base):
     day: Mapped[date] = mapped_column(Date)  # in the practice's time zone
     sent_today: Mapped[int] = mapped_column(default=0)
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ContactAlias(Base):
+    """Another address of a contact (a second mailbox, an assistant who answers for them).
+
+    A message from an alias is matched to the contact; emails are still sent to ``Contact.email``
+    only. An address belongs to one contact at most.
+    """
+
+    __tablename__ = "contact_aliases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"),
+                                            index=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)  # normalised, lower case
+
+
+class InboxCheckpoint(Base):
+    """How far reading a mailbox folder got: every UID up to ``last_uid`` under ``uidvalidity``
+    has been processed. A new UIDVALIDITY means the server renumbered the folder (see
+    :mod:`nurture.mailbox`)."""
+
+    __tablename__ = "inbox_checkpoints"
+
+    mailbox: Mapped[str] = mapped_column(String(400), primary_key=True)  # user@host/folder
+    uidvalidity: Mapped[int] = mapped_column(BigInteger)  # IMAP numbers are 32-bit unsigned
+    last_uid: Mapped[int] = mapped_column(BigInteger, default=0)
+    polled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class InboxMessage(Base):
+    """One incoming message nurture has acted on (or decided to leave alone), once.
+
+    ``key`` is its Message-ID (or ``sha256:`` of its bytes when it has none): the unique key
+    that makes reading a message twice (a re-scan, two workers) change nothing. ``subject`` and
+    ``excerpt`` are kept only until the owner has been notified, then cleared.
+    """
+
+    __tablename__ = "inbox_messages"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(250), unique=True)
+    kind: Mapped[str] = mapped_column(String(20))  # nurture.classify.KINDS, or "own"
+    action: Mapped[str] = mapped_column(String(20), index=True)  # nurture.inbox.ACTIONS
+    sender: Mapped[str | None] = mapped_column(String(320))
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL"), index=True)
+    touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id", ondelete="SET NULL"))
+    matched_by: Mapped[str | None] = mapped_column(String(20))  # message_id, address, alias...
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    processed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+    subject: Mapped[str | None] = mapped_column(String(400))
+    excerpt: Mapped[str | None] = mapped_column(Text)
+    notify_after: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    notified_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SoftBounceCount(Base):
+    """Soft bounces in a row for a contact, one per touch; any sign of life resets it."""
+
+    __tablename__ = "soft_bounces"
+
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"),
+                                            primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
+    last_touch_id: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)

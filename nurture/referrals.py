@@ -56,11 +56,12 @@ def referral_day(app: Nurture, on: date | None = None) -> date:
 
 def add_referral(app: Nurture, email: str, *, on: date | None = None,
                  external_ref: str | None = None, source: str = "manual",
-                 notify: bool = True) -> ReferralResult:
-    """Record one referral in a transaction of its own, then tell the owner (``notify``).
+                 notify: bool = False) -> ReferralResult:
+    """Record one referral in a transaction of its own; with ``notify``, then tell the owner.
 
-    The owner is told only after the commit, so never about a referral that was not recorded;
-    a repeated external id changes nothing and tells nobody.
+    The edges (``nurture referral add``, the webhook) notify; library callers (tests,
+    simulations) choose. The owner is told only after the commit, so never about a referral
+    that was not recorded; a repeated external id changes nothing and tells nobody.
     """
     check_external_ref(external_ref)
     on = referral_day(app, on)
@@ -79,6 +80,7 @@ def record_referral(app: Nurture, session: Session, email: str, on: date,
     enrolls the source in the long-term campaign (once). An address that is not a contact yet
     becomes one, marked as needing details. A known ``external_ref`` changes nothing.
     """
+    check_external_ref(external_ref)  # callers validate first; this is the last line of defence
     now = app.now()
     if external_ref and session.scalar(
             select(Referral.id).where(Referral.external_ref == external_ref)):

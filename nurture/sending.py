@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from sqlalchemy import select, update
@@ -51,17 +51,26 @@ class DeliveryReport:
     unavailable: str | None = None  # the transport could not connect: the batch stopped
 
 
-def deliver(app: Nurture, touch_ids: list[int], transport: Transport) -> DeliveryReport:
+def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
+            job_id: str | None = None) -> DeliveryReport:
     """Send each touch that is still queued, one claim at a time, over one transport.
 
     One bad row never holds up the others: an unexpected error while preparing it is counted
     as an attempt and the batch goes on. A transport that cannot connect stops the batch,
     with every unsent row still queued and no attempt counted: RQ retries the whole job.
+
+    With ``job_id`` (the RQ job running this batch), only rows queued under that job are
+    claimed, and the job keeps a lease on its queued rows while it works: if the worker is
+    killed, the lease runs out and the next tick queues them again, without waiting for RQ to
+    notice the dead job (which takes minutes).
     """
     report = DeliveryReport()
+    renewed = None
     for touch_id in touch_ids:
+        if job_id is not None and (renewed is None or app.now() >= renewed):
+            renewed = _renew_job_lease(app, job_id)
         try:
-            message = _claim(app, touch_id, report)
+            message = _claim(app, touch_id, report, job_id)
         except Exception as exc:  # a bug or bad data in one row
             log.exception("touch %s could not be prepared", touch_id)
             _count_attempt(app, touch_id, exc, report)
@@ -85,13 +94,26 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport) -> Deliver
     return report
 
 
-def _claim(app: Nurture, touch_id: int, report: DeliveryReport) -> EmailMessage | None:
+def _renew_job_lease(app: Nurture, job_id: str) -> datetime:
+    """Extend the lease of this job's queued rows; returns when to renew it next."""
+    now = app.now()
+    lease = timedelta(seconds=app.settings.worker_lease_seconds)
+    with app.db.transaction() as session:
+        session.execute(update(Touch).where(Touch.job_id == job_id,
+                                            Touch.state == TouchState.QUEUED)
+                        .values(lease_until=now + lease))
+    return now + lease / 3
+
+
+def _claim(app: Nurture, touch_id: int, report: DeliveryReport,
+           job_id: str | None = None) -> EmailMessage | None:
     now = app.now()
     lease = now + timedelta(seconds=app.settings.worker_lease_seconds)
     with app.db.transaction() as session:
         _lock_owners(session, touch_id)
+        mine = [Touch.job_id == job_id] if job_id is not None else []
         got = session.scalar(
-            update(Touch).where(Touch.id == touch_id, Touch.state == TouchState.QUEUED)
+            update(Touch).where(Touch.id == touch_id, Touch.state == TouchState.QUEUED, *mine)
             .values(state=TouchState.SENDING, claimed_at=now, lease_until=lease,
                     attempts=Touch.attempts + 1)
             .returning(Touch.id))

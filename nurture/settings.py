@@ -53,6 +53,10 @@ class Settings:
     limits_spacing: int = 0  # minimum seconds between two sends from one mailbox
     web_base_url: str = "http://localhost:8000"
     web_webhook_secret: str = ""  # shared with webhook senders; empty: secret_key
+    imap_url: str = ""  # empty: no mailbox is read; imaps://user:pass@host:993/INBOX
+    inbox_poll_interval: int = 300  # seconds between mailbox polls inside `nurture worker`
+    inbox_soft_bounce_limit: int = 3  # soft bounces in a row (one per email) that bounce a contact
+    inbox_pause_days: int = 7  # an out-of-office notice without a readable return date
     secret_key: str = ""  # signs unsubscribe links; generated into paths_state if empty
 
     # Resolved paths -------------------------------------------------------------------------
@@ -104,7 +108,8 @@ _FIELDS = {f.name: f for f in fields(Settings) if f.name != "project_dir"}
 # Values below these would stall sending (a batch of 0) or make RQ refuse the job (no retries).
 MINIMUMS = {"worker_tick_interval": 1, "worker_batch_size": 1, "worker_lease_seconds": 30,
             "worker_max_attempts": 2, "worker_requeue_grace": 0, "limits_per_day": 1,
-            "limits_spacing": 0}
+            "limits_spacing": 0, "inbox_poll_interval": 30, "inbox_soft_bounce_limit": 1,
+            "inbox_pause_days": 1}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:

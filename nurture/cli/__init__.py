@@ -15,8 +15,10 @@ from .contacts import contacts
 from .context import Context
 from .delivery import resolve
 from .inbox import inbox
+from .library import library
+from .preview import preview
 from .project import init, status, validate
-from .referrals import referral
+from .referrals import referral, referrals
 from .relationships import enroll, reply, unsubscribe
 from .web import serve
 from .worker import db, tick, worker
@@ -52,5 +54,5 @@ def main(ctx: click.Context, now: object, project_dir: Path | None, database_url
 
 
 for command in (init, validate, status, enroll, reply, unsubscribe, tick, worker, resolve,
-                contacts, referral, db, serve, inbox):
+                contacts, referral, referrals, db, serve, inbox, library, preview):
     main.add_command(command)

@@ -22,8 +22,9 @@ def contacts() -> None:
 def import_(app: Nurture, path: Path) -> None:
     """Import or update contacts from a CSV file. A file with any bad row imports nothing.
 
-    Columns: email, first_name, last_name, organization, role, tags, interests, timezone, owner
-    (tags and interests separated by ';').
+    Columns: email, first_name, last_name, organization, role, tags, interests, timezone, owner,
+    aliases
+    (tags, interests and aliases separated by ";").
     """
     result = import_contacts(app.db, path, app.clock)
     click.echo(f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged")

@@ -1,4 +1,5 @@
-"""`nurture inbox classify FILE.eml...`: what each incoming message is, one JSON line per file."""
+"""`nurture inbox classify FILE.eml...`: what each incoming message is, one JSON line per file.
+`nurture inbox poll`: read the sender mailbox once and act on what arrived."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from pathlib import Path
 
 import click
 
+from ..app import Nurture
 from ..classify import classify
+from ..mailbox import poll as poll_mailbox
+from .context import pass_app
 
 
 @click.group()
@@ -34,3 +38,15 @@ def classify_(files: tuple[Path, ...], today: datetime | None) -> None:
         except OSError as error:
             raise click.FileError(str(path), hint=error.strerror or str(error)) from None
         click.echo(classify(raw, today=anchor).as_json())
+
+
+@inbox.command("poll")
+@pass_app
+def poll(app: Nurture) -> None:
+    """Read new mail in the sender mailbox ([imap] url) once, and act on it.
+
+    Replies stop what a reply stops and are sent to you to answer personally; out-of-office
+    notices pause; bounces and complaints stop everything. Messages are never marked read,
+    moved or deleted. `nurture worker` does this every [inbox] poll_interval seconds.
+    """
+    click.echo(poll_mailbox(app).summary())

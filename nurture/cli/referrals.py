@@ -1,13 +1,15 @@
-"""`nurture referral add`."""
+"""`nurture referral add` and `nurture referrals import FILE.csv`."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import datetime
+from pathlib import Path
 
 import click
 
 from ..app import Nurture
-from ..referrals import add_referral
+from ..referrals import add_referral, notify_referrals, referral_day
+from ..referrals_csv import import_referrals
 from .context import pass_app
 
 
@@ -25,7 +27,7 @@ def referral() -> None:
 @pass_app
 def add(app: Nurture, email: str, on: datetime | None, external_ref: str | None) -> None:
     """Record a referral from EMAIL: stops outreach, plans the thank-you, starts long-term care."""
-    day: date | None = on.date() if on else None
+    day = referral_day(app, on.date() if on else None)
     result = add_referral(app, email, on=day, external_ref=external_ref)
     if result.duplicate:
         click.echo(f"referral {external_ref} was already recorded; nothing changed")
@@ -38,3 +40,40 @@ def add(app: Nurture, email: str, on: datetime | None, external_ref: str | None)
     click.echo(f"  thank-you planned: {planned}")
     if result.enrolled:
         click.echo(f"  enrolled in: {', '.join(result.enrolled)}")
+    if problem := notify_referrals(app, [(result, day)]):
+        click.echo(f"warning: the owner was not notified: {problem}", err=True)
+
+
+@click.group()
+def referrals() -> None:
+    """Referrals in bulk, from a CSV file."""
+
+
+@referrals.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@pass_app
+def import_(app: Nurture, path: Path) -> None:
+    """Record the referrals in a CSV file. A file with any bad row records nothing.
+
+    Columns: email (required), date (YYYY-MM-DD, default today), ref (an opaque id such as
+    EHR-123). No other column is accepted: never patient details. Rows whose ref was recorded
+    before are skipped, so importing a file again is safe.
+    """
+    done = import_referrals(app, path, notify=True)
+    recorded = done.recorded
+    click.echo(f"{len(recorded)} recorded, {done.already} already recorded"
+               + ("; nothing changed" if not recorded else ""))
+    if not recorded:
+        return
+    thanked = sum(len(r.thank_you) for r in recorded)
+    click.echo(f"  thank-yous planned: {thanked}")
+    if new := [r.email for r in recorded if r.new_contact]:
+        click.echo(f"  new contacts, marked as needing details: {', '.join(new)}")
+    for campaign in dict.fromkeys(c for r in recorded for c in r.enrolled):
+        who = [r.email for r in recorded if campaign in r.enrolled]
+        click.echo(f"  enrolled in {campaign}: {', '.join(who)}")
+    if done.without_ref:
+        click.echo(f"  {done.without_ref} row(s) without a ref: importing this file again "
+                   "records them again")
+    if done.notify_error:
+        click.echo(f"warning: the owner was not notified: {done.notify_error}", err=True)

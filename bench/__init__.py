@@ -1,0 +1,1 @@
+"""Benchmarks for nurture: pipeline throughput and tick cost. Run ``python -m bench``."""

@@ -1,0 +1,81 @@
+"""Profile the send path in one process: ``python -m bench.profile [--db sqlite|postgresql]
+[-n 500] [--batch 50] [--sort cumulative|tottime] [--top 40]``.
+
+Loads ``n`` due touches, ticks with a list-collecting dispatcher, then runs
+``nurture.jobs.send_touches`` for each batch under cProfile, sending to a sink process.
+A diagnostic, not part of ``python -m bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import io
+import pstats
+import time
+from datetime import UTC, datetime
+
+from .common import CAMPAIGN_ID, open_app, pg_schema, settings_values, workdir, write_campaigns
+from .data import load_due
+from .sinkclient import Sink
+
+
+class Collect:
+    def __init__(self) -> None:
+        self.jobs: list[list[int]] = []
+
+    def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
+        self.jobs.append(touch_ids)
+
+    def lost(self, job_ids):  # noqa: ANN001, ANN201
+        return set()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--db", default="postgresql")
+    parser.add_argument("-n", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--sort", default="cumulative")
+    parser.add_argument("--top", type=int, default=45)
+    parser.add_argument("--no-profile", action="store_true")
+    args = parser.parse_args()
+
+    from nurture import jobs
+    from nurture.engine import tick
+
+    with Sink() as sink, workdir("nurture-prof-") as tmp:
+        write_campaigns(tmp / "campaigns")
+        db = pg_schema() if args.db == "postgresql" else contextlib.nullcontext(
+            f"sqlite:///{tmp / 'nurture.db'}")
+        with db as url:
+            app = open_app(settings_values(tmp, url, smtp_url=sink.url,
+                                           worker_batch_size=args.batch))
+            app.sync_campaigns()
+            load_due(app.db.engine, args.n, datetime.now(UTC), CAMPAIGN_ID,
+                     app.campaigns[CAMPAIGN_ID].steps[0].id)
+            jobs.bind(app)
+            collect = Collect()
+            tick(app, collect)
+            jobs.send_touches(collect.jobs[0][:1])  # warm: MJML compile, connections
+            profiler = cProfile.Profile()
+            started = time.perf_counter()
+            if not args.no_profile:
+                profiler.enable()
+            for batch in collect.jobs:
+                jobs.send_touches(batch)
+            profiler.disable()
+            seconds = time.perf_counter() - started
+            app.close()
+    sent = sum(len(b) for b in collect.jobs) - 1
+    print(f"{sent} emails in {seconds:.2f}s: {sent / seconds:.1f}/s "
+          f"({1000 * seconds / sent:.2f} ms each){' under cProfile' * (not args.no_profile)}")
+    if not args.no_profile:
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats(args.sort).print_stats(args.top)
+        print(out.getvalue())
+
+
+if __name__ == "__main__":
+    main()
