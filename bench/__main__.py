@@ -54,15 +54,17 @@ def main() -> None:
                                         breakdown_n=0 if args.no_breakdown else
                                         args.breakdown_n or (100 if args.quick else 150))
         sections["Pipeline throughput"] = section
-        (RAW / "pipeline.json").write_text(json.dumps(raw, indent=1, default=str))
+        if not args.no_write:
+            (RAW / "pipeline.json").write_text(json.dumps(raw, indent=1, default=str))
     if args.only in (None, "tick"):
         enrollments = args.enrollments or (100_000 if args.quick else 1_000_000)
         due = [0, 1000, enrollments // 10]
         section, raw = tick_section(enrollments, due, facts, command)
         sections["Tick cost"] = section
-        (RAW / "tick.json").write_text(json.dumps(
-            {"facts": facts, "command": command, "enrollments": enrollments, "due": due,
-             "results": raw}, indent=1, default=str))
+        if not args.no_write:
+            (RAW / "tick.json").write_text(json.dumps(
+                {"facts": facts, "command": command, "enrollments": enrollments, "due": due,
+                 "results": raw}, indent=1, default=str))
     if not args.no_write:
         merge(sections)
         log("wrote bench/RESULTS.md")

@@ -66,6 +66,8 @@ def instrument(app: Any) -> None:
             patch(mod, "build_message", "      build_message")
             patch(mod, "contact_view", "    contact_view")
     patch(sending, "_send_and_record", "send+record")
+    patch(sending, "_record_sent", "record (txn)")
+    patch(sending, "_lock_owners", "  lock owners (FOR SHARE)")
     patch(delivery.SmtpTransport, "send", "  SmtpTransport.send (reused conn)")
     patch(delivery.SmtpTransport, "_connect", "  SmtpTransport._connect")
     patch(delivery.SmtpTransport, "close", "  SmtpTransport.close (QUIT)")

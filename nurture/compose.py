@@ -33,7 +33,7 @@ from .app import Nurture
 from .campaigns import Campaign, Content, Step
 from .contacts import contact_view
 from .library import Item, library_for, pick
-from .models import Contact, ContentSent, Referral, Touch, TouchState
+from .models import Contact, ContentSent, Enrollment, Referral, Touch, TouchState
 from .render import RenderedEmail, build_message, make_message_id
 from .unsubscribe import unsubscribe_mailto, unsubscribe_url
 
@@ -79,8 +79,10 @@ def compose_touch(app: Nurture, session: Session, touch: Touch) -> Composed:
                 return Composed(None, skipped=f"no unsent {step.content.kind} left")
         referrals = session.execute(select(func.count(Referral.id), func.max(Referral.referred_on))
                                     .where(Referral.contact_id == contact.id)).one()
-        touches_sent = session.scalar(select(func.count(Touch.id)).where(
-            Touch.state == TouchState.SENT, Touch.enrollment.has(contact_id=contact.id)))
+        # Through the contact's enrollments (indexed), not EXISTS per touch: that scanned every
+        # sent touch in the database (about 1 s per email at a million enrollments on SQLite).
+        touches_sent = session.scalar(select(func.count(Touch.id)).join(Touch.enrollment).where(
+            Enrollment.contact_id == contact.id, Touch.state == TouchState.SENT))
         link = unsubscribe_url(app.settings, contact.id)
         context = template_context(app, contact_view(contact), campaign, step, item, link,
                                    referral_count=referrals[0], last_referral_date=referrals[1],

@@ -61,6 +61,7 @@ def run_worker(app: Nurture, *, burst: bool = False,
     if problems:  # every email needs a sender and a postal address: refuse before queuing any
         raise InputError(problems)
     app.sync_campaigns()  # fails fast on invalid campaigns, before touching Redis
+    app.db.analyze()
     with connect(app.settings.redis_url, app.settings.state_dir) as (connection, description):
         echo(describe(app, description))
         jobs.bind(app)

@@ -130,6 +130,19 @@ class Database:
         with self.sessions.begin() as session:
             yield session
 
+    def analyze(self) -> None:
+        """Give SQLite's planner statistics (it keeps none by default).
+
+        Without them it reads due rows and a contact's sent touches through the state index:
+        measured at a million enrollments, a tick with 1,000 due took 4.7 s instead of 127 ms.
+        ``analysis_limit`` keeps it to a few milliseconds at any size. PostgreSQL does this itself.
+        """
+        if self.engine.dialect.name == "sqlite":
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+                conn.exec_driver_sql("ANALYZE")
+                conn.commit()
+
     def describe(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)
 
