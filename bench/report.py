@@ -14,7 +14,7 @@ Run from the repository root, with PostgreSQL (127.0.0.1:5432, database `test`) 
 (127.0.0.1:6379; only database 14 is used and flushed) running:
 
 ```sh
-.venv/bin/python -m bench            # everything: ~18 min on this shared 2-core machine
+.venv/bin/python -m bench            # everything: 13 min here when quiet, ~18 when shared
 .venv/bin/python -m bench --quick    # smaller sizes: ~7 min
 .venv/bin/python -m bench --only pipeline   # or --only tick; --help for sizes
 ```

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -43,6 +45,7 @@ class Nurture:
     _campaigns: dict[str, Campaign] | None = field(default=None, repr=False)
     _campaigns_sig: tuple[Any, ...] = field(default=(), repr=False)
     _renderer: Renderer | None = field(default=None, repr=False)
+    _pinned: int = field(default=0, repr=False)
 
     @classmethod
     def open(cls, settings: Settings | None = None, clock: Clock | None = None) -> Nurture:
@@ -63,6 +66,8 @@ class Nurture:
         A long-running worker picks up edits. If an edit breaks validation, the error is raised
         on first load and logged afterwards, and the last good definitions stay in force.
         """
+        if self._pinned and self._campaigns is not None:
+            return self._campaigns
         sig = (_signature(self.settings.campaigns_dir), _signature(self.settings.templates_dir))
         if self._campaigns is None or sig != self._campaigns_sig:
             try:
@@ -75,6 +80,17 @@ class Nurture:
                 return self._campaigns
             self._campaigns, self._campaigns_sig = loaded, sig
         return self._campaigns
+
+    @contextmanager
+    def campaigns_pinned(self) -> Iterator[dict[str, Campaign]]:
+        """The campaigns as they are now, without looking at the files again until the block
+        ends: a send job checks them once per batch rather than several times per email."""
+        campaigns = self.campaigns
+        self._pinned += 1
+        try:
+            yield campaigns
+        finally:
+            self._pinned -= 1
 
     def campaign(self, campaign_id: str) -> Campaign:
         try:

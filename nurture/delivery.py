@@ -8,7 +8,6 @@ which a person resolves, because a wrong guess is a duplicate in a referral sour
 from __future__ import annotations
 
 import contextlib
-import email.policy
 import hashlib
 import logging
 import os
@@ -23,6 +22,7 @@ from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from nurture.errors import NurtureError
+from nurture.render import WireMessage, wire_bytes
 
 log = logging.getLogger(__name__)
 
@@ -182,22 +182,30 @@ class SmtpTransport(Transport):
         shows at MAIL FROM (as a disconnect, or a late 421 "idle timeout"), before DATA. Once DATA
         is issued the server may hold the message, so a failure is Uncertain, never retried.
         """
-        headers = [str(value) for h in ("To", "Cc", "Bcc") for value in message.get_all(h, [])]
-        recipients = [address for _, address in getaddresses(headers) if address]
+        if isinstance(message, WireMessage):
+            sender, recipients = message.envelope_from, [message.envelope_to]
+        else:
+            headers = [str(value) for h in ("To", "Cc", "Bcc") for value in message.get_all(h, [])]
+            recipients = [address for _, address in getaddresses(headers) if address]
+            sender = getaddresses([str(message.get("From", ""))])[0][1]
         if not recipients:
             raise PermanentDeliveryError("message has no recipient")
+        data = wire_bytes(message)
         if self._smtp is not None and self._smtp.sock is None:
             self._smtp = None  # smtplib closes the socket itself after a 421
-        if not self._transmit(message, recipients[0], may_be_stale=self._smtp is not None):
+        envelope = (sender, recipients, data)
+        if not self._transmit(*envelope, may_be_stale=self._smtp is not None):
             log.info("connection to %s had gone away; reconnecting", self.name)
-            self._transmit(message, recipients[0], may_be_stale=False)
+            self._transmit(*envelope, may_be_stale=False)
 
-    def _transmit(self, message: EmailMessage, recipient: str, *, may_be_stale: bool) -> bool:
+    def _transmit(self, sender: str, recipients: list[str], data: bytes, *,
+                  may_be_stale: bool) -> bool:
         """Send once. False: the reused connection was dead before MAIL FROM got through."""
+        recipient = recipients[0]
         smtp = self._smtp = self._smtp or self._connect()
         smtp.data_started = False
         try:
-            refused = smtp.send_message(message)
+            refused = smtp.sendmail(sender, recipients, data)
         except smtplib.SMTPRecipientsRefused as exc:
             address, (code, text) = next(iter(exc.recipients.items()))
             raise classify_smtp_error(code, text, address) from exc
@@ -222,7 +230,7 @@ class SmtpTransport(Transport):
                 return False
             raise TransientDeliveryError(f"{self.name}: {exc}", recipient=recipient) from exc
         if refused:  # others accepted it, so it went out: retrying would duplicate
-            log.warning("%s refused %s of %s", self.name, refused, message["Message-ID"])
+            log.warning("%s refused %s of %s", self.name, refused, recipients)
         return True
 
     def _connect(self) -> _SMTP:
@@ -287,7 +295,7 @@ class OutboxTransport(Transport):
         self.name = f"outbox folder {self.directory}"
 
     def send(self, message: EmailMessage) -> None:
-        data = message.as_bytes(policy=email.policy.SMTP)
+        data = wire_bytes(message)
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             fd, temp = tempfile.mkstemp(dir=self.directory, prefix=".", suffix=".tmp")

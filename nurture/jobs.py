@@ -14,7 +14,6 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue, Retry
-from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
 from .app import Nurture
@@ -27,7 +26,8 @@ log = logging.getLogger(__name__)
 _app: Nurture | None = None
 
 # A job whose status is one of these will never run again: rows still queued under it are lost.
-_OVER = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+_OVER = {s.value for s in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED,
+                         JobStatus.CANCELED)}
 
 
 def bind(app: Nurture | None) -> None:
@@ -61,20 +61,23 @@ class RQDispatcher:
                            failure_ttl=7 * 86400, description=f"send {len(touch_ids)} touches")
 
     def lost(self, job_ids: Sequence[str]) -> set[str]:
-        lost = set()
-        for job_id in job_ids:
-            try:
-                job = Job.fetch(job_id, connection=self.connection)
-            except NoSuchJobError:
-                lost.add(job_id)
-                continue
-            if job.get_status(refresh=False) in _OVER:
-                lost.add(job_id)
-        return lost
+        """One round trip for all of them: a status per job, None when Redis has no such job."""
+        with self.connection.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(Job.key_for(job_id), "status")
+            statuses = pipe.execute()
+        return {job_id for job_id, status in zip(job_ids, statuses, strict=True)
+                if status is None or status.decode() in _OVER}
 
 
 def tick_job() -> dict[str, Any]:
-    """The periodic tick, enqueued by RQ's cron scheduler inside `nurture worker`."""
+    """The periodic tick, enqueued by RQ's cron scheduler inside `nurture worker`.
+
+    Every worker process runs a cron scheduler, so N workers would tick N times per interval.
+    Ticks are idempotent, so that is only wasted database work: the first tick of each interval
+    (by the project's clock) takes a short Redis lock and the others return at once. The lock
+    expires by itself, so a worker killed mid-tick holds up nobody.
+    """
     from rq import get_current_job
 
     job = get_current_job()
@@ -82,6 +85,11 @@ def tick_job() -> dict[str, Any]:
     app = current_app()
     if connection is None:
         raise RuntimeError("tick_job must run inside an RQ worker")
+    interval = app.settings.worker_tick_interval
+    slot = int(app.now().timestamp() // interval)
+    key = f"nurture:tick:{app.settings.worker_queue}:{slot}"
+    if not connection.set(key, job.id if job is not None else "", nx=True, ex=interval):
+        return {"skipped": "another worker already ticked in this interval"}
     return asdict(tick(app, RQDispatcher(app, connection)))
 
 

@@ -15,7 +15,6 @@ the whole message, byte for byte what the outbox transport would write (apart fr
 
 from __future__ import annotations
 
-import email.policy
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from .contacts import get_contact
 from .errors import NotFound, NurtureError
 from .library import library_for, pick
 from .models import Enrollment, EnrollmentState, Touch, TouchState
-from .render import make_message_id, sample_context
+from .render import make_message_id, sample_context, wire_bytes
 from .unsubscribe import unsubscribe_mailto, unsubscribe_url
 
 __all__ = ["Preview", "preview"]
@@ -127,6 +126,6 @@ def _write(out: Path, campaign: Campaign, step: Step, composed: Composed) -> Pre
     files = tuple(out / f"{campaign.id}.{step.id}.{ext}" for ext in ("html", "txt", "eml"))
     files[0].write_text(composed.rendered.html, encoding="utf-8")
     files[1].write_text(composed.rendered.text, encoding="utf-8")
-    files[2].write_bytes(composed.message.as_bytes(policy=email.policy.SMTP))  # as the outbox
+    files[2].write_bytes(wire_bytes(composed.message))  # exactly as the outbox or SMTP gets it
     return Preview(step.id, composed.rendered.subject, files,
                    composed.item.id if composed.item else "")

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defaultload
 
 from .app import Nurture
 from .compose import compose_touch
@@ -66,32 +66,45 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
     """
     report = DeliveryReport()
     renewed = None
-    for touch_id in touch_ids:
-        if job_id is not None and (renewed is None or app.now() >= renewed):
-            renewed = _renew_job_lease(app, job_id)
-        try:
-            message = _claim(app, touch_id, report, job_id)
-        except Exception as exc:  # a bug or bad data in one row
-            log.exception("touch %s could not be prepared", touch_id)
-            _count_attempt(app, touch_id, exc, report)
-            continue
-        if message is None:
-            continue
-        try:
-            transport.send(message)
-        except DeliveryError as exc:
-            if exc.connecting:
-                _release(app, touch_id)
-                report.unavailable = str(exc)
-                report.retry.append(touch_id)
-                break
-            _record_failure(app, touch_id, exc, report)
-        except Exception as exc:  # we cannot tell how far it got: never resend blindly
-            log.exception("touch %s: unexpected error while sending", touch_id)
-            _record_failure(app, touch_id, UncertainDeliveryError(repr(exc)), report)
-        else:
-            _record_sent(app, touch_id, report)
+    with app.campaigns_pinned():
+        owners = _owners(app, touch_ids)
+        for touch_id in touch_ids:
+            if job_id is not None and (renewed is None or app.now() >= renewed):
+                renewed = _renew_job_lease(app, job_id)
+            try:
+                message = _claim(app, touch_id, owners.get(touch_id), report, job_id)
+            except Exception as exc:  # a bug or bad data in one row
+                log.exception("touch %s could not be prepared", touch_id)
+                _count_attempt(app, touch_id, exc, report)
+                continue
+            if message is None:
+                continue
+            try:
+                transport.send(message)
+            except DeliveryError as exc:
+                if exc.connecting:
+                    _release(app, touch_id)
+                    report.unavailable = str(exc)
+                    report.retry.append(touch_id)
+                    break
+                _record_failure(app, touch_id, exc, report)
+            except Exception as exc:  # we cannot tell how far it got: never resend blindly
+                log.exception("touch %s: unexpected error while sending", touch_id)
+                _record_failure(app, touch_id, UncertainDeliveryError(repr(exc)), report)
+            else:
+                _record_sent(app, touch_id, report)
     return report
+
+
+def _owners(app: Nurture, touch_ids: list[int]) -> dict[int, tuple[int, int]]:
+    """Each touch's (contact id, enrollment id), read once per batch: they never change, and the
+    claim needs them to lock those rows first (PostgreSQL only; see :func:`_lock_owners`)."""
+    if app.db.engine.dialect.name != "postgresql" or not touch_ids:
+        return {}
+    with app.db.transaction() as session:
+        rows = session.execute(select(Touch.id, Enrollment.contact_id, Touch.enrollment_id)
+                               .join(Touch.enrollment).where(Touch.id.in_(touch_ids))).all()
+    return {touch_id: (contact_id, enrollment_id) for touch_id, contact_id, enrollment_id in rows}
 
 
 def _renew_job_lease(app: Nurture, job_id: str) -> datetime:
@@ -105,12 +118,13 @@ def _renew_job_lease(app: Nurture, job_id: str) -> datetime:
     return now + lease / 3
 
 
-def _claim(app: Nurture, touch_id: int, report: DeliveryReport,
-           job_id: str | None = None) -> EmailMessage | None:
+def _claim(app: Nurture, touch_id: int, owners: tuple[int, int] | None,
+           report: DeliveryReport, job_id: str | None = None) -> EmailMessage | None:
     now = app.now()
     lease = now + timedelta(seconds=app.settings.worker_lease_seconds)
     with app.db.transaction() as session:
-        _lock_owners(session, touch_id)
+        if owners is not None:
+            _lock_owners(session, *owners)
         mine = [Touch.job_id == job_id] if job_id is not None else []
         got = session.scalar(
             update(Touch).where(Touch.id == touch_id, Touch.state == TouchState.QUEUED, *mine)
@@ -120,7 +134,7 @@ def _claim(app: Nurture, touch_id: int, report: DeliveryReport,
         if got is None:
             report.skipped.append(touch_id)  # someone else has it, or it was stopped
             return None
-        touch = session.get_one(Touch, touch_id, populate_existing=True)
+        touch = _load(session, touch_id)
         why_not = _recheck(app, session, touch)
         if why_not == LATER:
             report.rescheduled.append(touch_id)
@@ -141,23 +155,27 @@ def _claim(app: Nurture, touch_id: int, report: DeliveryReport,
             return None
 
 
+def _load(session: Session, touch_id: int) -> Touch:
+    """The touch with its enrollment and contact, in one query. The contact's tags, which
+    nothing here reads, are left to load on access (eagerly they cost a query per email)."""
+    return session.get_one(Touch, touch_id, populate_existing=True, options=[
+        defaultload(Touch.enrollment).defaultload(Enrollment.contact).lazyload(Contact.tags)])
+
+
 LATER = "later"  # outside the send window, or the mailbox's limits: rescheduled, not skipped
 
 
-def _lock_owners(session: Session, touch_id: int) -> None:
+def _lock_owners(session: Session, contact_id: int, enrollment_id: int) -> None:
     """Lock the touch's contact and enrollment (shared) before claiming the touch.
 
     On PostgreSQL a reply, referral or unsubscribe updates these rows first; holding them here
     means the re-check below sees a stop committed before the claim, and a stop racing it waits
     until the claim is decided. The order (contact, enrollment, touch) is the stop paths' order,
-    so the two cannot deadlock. SQLite serialises writers anyway and ignores FOR SHARE.
+    so the two cannot deadlock. SQLite serialises writers anyway (every transaction here begins
+    IMMEDIATE), so it needs no row locks.
     """
-    owners = session.execute(select(Enrollment.contact_id, Touch.enrollment_id)
-                             .join(Touch.enrollment).where(Touch.id == touch_id)).first()
-    if owners is None:
-        return
-    session.execute(select(Contact.id).where(Contact.id == owners[0]).with_for_update(read=True))
-    session.execute(select(Enrollment.id).where(Enrollment.id == owners[1])
+    session.execute(select(Contact.id).where(Contact.id == contact_id).with_for_update(read=True))
+    session.execute(select(Enrollment.id).where(Enrollment.id == enrollment_id)
                     .with_for_update(read=True))
 
 
@@ -221,7 +239,7 @@ def _record_sent(app: Nurture, touch_id: int, report: DeliveryReport) -> None:
             update(Touch).where(Touch.id == touch_id,
                                 Touch.state.in_([TouchState.SENDING, TouchState.UNCERTAIN]))
             .values(state=TouchState.SENT, sent_at=now, reason=None).returning(Touch.id))
-        touch = session.get_one(Touch, touch_id, populate_existing=True)
+        touch = _load(session, touch_id)
         log_event(session, now, "touch_sent", touch_id=touch_id,
                   contact_id=touch.enrollment.contact_id,
                   enrollment_id=touch.enrollment_id, step=touch.step_id,
@@ -249,7 +267,7 @@ def _record_failure(app: Nurture, touch_id: int, exc: DeliveryError,
             .values(state=state, reason=str(exc)).returning(Touch.id))
         if done is None:
             return
-        touch = session.get_one(Touch, touch_id, populate_existing=True)
+        touch = _load(session, touch_id)
         bucket.append(touch_id)
         if isinstance(exc, PermanentDeliveryError) and exc.kind == "mailbox":
             suppress_contact(app, session, touch.enrollment.contact, ContactStatus.BOUNCED,
