@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from nurture.app import Nurture
 from nurture.classify import classify
+from nurture.cli.context import Context
+from nurture.cli.project import status as status_command
 from nurture.clock import FakeClock
 from nurture.contacts import import_contacts
 from nurture.delivery import OutboxTransport
@@ -43,6 +46,7 @@ from nurture.models import (
     Touch,
     TouchState,
 )
+from nurture.report import status
 from nurture.sending import deliver
 from tests.conftest import REPO, make_settings
 
@@ -290,6 +294,36 @@ def test_unmatched_messages_are_counted_and_change_nothing(project: Nurture) -> 
                                        .group_by(InboxMessage.action)).all())
         assert session.scalar(select(func.count()).select_from(Reply)) == 0
     assert counted == {"unmatched": 2, "other": 1}
+
+
+def test_status_counts_the_inbox_by_kind_and_unmatched(project: Nurture,
+                                                      smtp_sink: Any) -> None:
+    assert (status(project).inbox, status(project).inbox_unmatched) == ({}, 0)
+    assert "inbox: nothing read yet\n" in status_output(project)
+    ids = outreach(project, [{"email": "dr.lee@clinic.example", "first_name": "Dana"}])
+    messages = [retarget(sample("human/outlook-desktop.eml"), ids["dr.lee@clinic.example"]),
+                retarget(sample("human/german.eml"), None),  # a stranger: unmatched
+                retarget(sample("sisimai/lhost-postfix-13.eml"), None),  # unmatched too
+                retarget(sample("autoreplies/french.eml"), None),  # from nobody we know
+                b"From: news@vendor.example\r\nSubject: News\r\nList-Unsubscribe: "
+                b"<https://vendor.example/u>\r\nMessage-ID: <n1@vendor.example>\r\n\r\nNews.\r\n"]
+    assert [process_message(project, raw, config=CONFIG).action for raw in messages] == [
+        "reply", "unmatched", "unmatched", "unmatched", "other"]
+    assert send_notifications(project).sent == 1
+    [note] = smtp_sink.wait_for(1)
+    assert process_message(project, note.as_bytes(), config=CONFIG).action == "own"
+    report = status(project)
+    assert report.inbox == {"reply": 2, "bounce": 1, "auto_reply": 1, "other": 1}
+    assert report.inbox_unmatched == 3
+    assert ("inbox: 1 auto_reply, 1 bounce, 1 other, 2 reply; 3 matched no contact (left alone)"
+            "\n") in status_output(project)
+
+
+def status_output(app: Nurture) -> str:
+    obj = Context(project_dir=app.settings.project_dir, clock=app.clock, _app=app)
+    result = CliRunner().invoke(status_command, [], obj=obj)
+    assert result.exit_code == 0, result.output
+    return result.output
 
 
 def test_our_own_notification_is_not_a_reply(project: Nurture, smtp_sink: Any) -> None:
