@@ -33,6 +33,10 @@ class Status:
     attention: list[TouchLine] = field(default_factory=list)
     inbox: dict[str, int] = field(default_factory=dict)  # kind (nurture.classify.KINDS) → n
     inbox_unmatched: int = 0  # bounces, replies... that matched no contact: left alone
+    # Contacts added by a referral from an unknown address (or imported with no name and no
+    # organization): the first ``limit`` addresses, and how many there are.
+    needs_details: list[str] = field(default_factory=list)
+    needs_details_count: int = 0
 
 
 def status(app: Nurture, limit: int = 10) -> Status:
@@ -45,6 +49,10 @@ def status(app: Nurture, limit: int = 10) -> Status:
             result.enrollments.setdefault(campaign, {})[state] = count
         result.touches = {state: count for state, count in session.execute(
             select(Touch.state, func.count()).group_by(Touch.state))}
+        result.needs_details_count = session.scalar(
+            select(func.count()).select_from(Contact).where(Contact.needs_details)) or 0
+        result.needs_details = list(session.scalars(
+            select(Contact.email).where(Contact.needs_details).order_by(Contact.id).limit(limit)))
         # Our own notes to the owner land in the same mailbox: read back, they are not news.
         result.inbox = {kind: count for kind, count in session.execute(
             select(InboxMessage.kind, func.count()).where(InboxMessage.kind != "own")

@@ -23,13 +23,16 @@ from sqlalchemy.orm import Session
 
 from nurture.app import Nurture
 from nurture.cli.context import Context
+from nurture.cli.project import status as status_command
 from nurture.cli.referrals import referral, referrals
 from nurture.conflicts import ATTEMPTS, is_conflict, retry_conflicts
+from nurture.contacts import import_contacts
 from nurture.errors import InputError, NurtureError, Problem
 from nurture.models import Contact, Enrollment, Event, Referral, Touch
 from nurture.notify import notify_owner
 from nurture.referrals import add_referral
 from nurture.referrals_csv import ReferralsError, import_referrals
+from nurture.report import status
 from tests.races import hold_until_blocked
 from tests.seeding import LEE, SAM, count, outbox, rows, seed_outreach, touches
 from tests.smtp_sink import free_port
@@ -360,6 +363,21 @@ def test_referrals_import_command(project: Nurture, tmp_path: Path) -> None:
     assert "Jane Roe" not in out
     code, out = run(project, referrals, "import", str(tmp_path / "missing.csv"))
     assert code == 2 and "does not exist" in out
+
+
+def test_status_lists_the_sources_that_need_details_until_they_are_filled_in(
+        project: Nurture, tmp_path: Path) -> None:
+    import_referrals(project, write(tmp_path, REFERRALS))
+    report = status(project)
+    assert (report.needs_details, report.needs_details_count) == ([NEW], 1)
+    code, out = run(project, status_command)
+    assert code == 0, out
+    assert f"contacts needing details (a name or an organization): {NEW}\n" in out
+    details = write(tmp_path, f"email,first_name,organization\n{NEW},Jo,Fit Coaching\n",
+                    "details.csv")
+    import_contacts(project.db, details, project.clock)
+    assert (status(project).needs_details, status(project).needs_details_count) == ([], 0)
+    assert "needing details" not in run(project, status_command)[1]
 
 
 def test_referral_add_command_notifies_the_owner(project: Nurture, tmp_path: Path) -> None:

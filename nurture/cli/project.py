@@ -62,6 +62,10 @@ def status(app: Nurture) -> None:
                             or "nothing read yet")
                + (f"; {report.inbox_unmatched} matched no contact (left alone)"
                   if report.inbox_unmatched else ""))
+    if report.needs_details:
+        more = report.needs_details_count - len(report.needs_details)
+        click.echo(f"contacts needing details (a name or an organization): "
+                   f"{', '.join(report.needs_details)}" + (f" and {more} more" if more else ""))
     for title, lines in (("next sends:", report.next), ("last sends:", report.last),
                          ("needs attention (uncertain or failed):", report.attention)):
         if lines:
