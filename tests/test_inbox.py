@@ -26,7 +26,7 @@ from nurture.cli.project import status as status_command
 from nurture.clock import FakeClock
 from nurture.contacts import import_contacts
 from nurture.delivery import OutboxTransport
-from nurture.engine import enroll, tick
+from nurture.engine import enroll
 from nurture.errors import ContactsError
 from nurture.inbox import (
     InboxConfig,
@@ -49,6 +49,7 @@ from nurture.models import (
 from nurture.report import status
 from nurture.sending import deliver
 from tests.conftest import REPO, make_settings
+from tests.seeding import queue_due
 
 SAMPLES = REPO / "tests" / "mail-samples"
 HUMAN = json.loads((SAMPLES / "human" / "labels.json").read_text())
@@ -96,22 +97,9 @@ def add_contacts(app: Nurture, rows: list[dict[str, str]]) -> None:
     import_contacts(app.db, path, app.clock)
 
 
-class Dispatcher:
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-
-    def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
-        self.ids += touch_ids
-
-    def lost(self, job_ids: Any) -> set[str]:
-        return set()
-
-
 def send_due(app: Nurture) -> list[int]:
     """One tick, then what it queued delivered to the outbox folder: the sent touch ids."""
-    dispatcher = Dispatcher()
-    tick(app, dispatcher)
-    return deliver(app, dispatcher.ids, OutboxTransport(app.settings.outbox_dir)).sent
+    return deliver(app, queue_due(app), OutboxTransport(app.settings.outbox_dir)).sent
 
 
 def touch_ids(app: Nurture) -> dict[str, str]:
@@ -482,12 +470,11 @@ def test_a_queued_email_waits_too(march: tuple[Nurture, FakeClock]) -> None:
     email = "j.becker@praxis-becker.example"
     ids = outreach(app, [{"email": email}])
     clock.set(utc(2026, 3, 11, 13))
-    dispatcher = Dispatcher()
-    tick(app, dispatcher)
+    queued = queue_due(app)
     assert [t.state for t in pending(app, email)] == ["queued"]
     process_message(app, retarget(sample("autoreplies/german.eml"), ids[email]), config=CONFIG)
-    report = deliver(app, dispatcher.ids, OutboxTransport(app.settings.outbox_dir))
-    assert report.sent == [] and report.rescheduled == dispatcher.ids
+    report = deliver(app, queued, OutboxTransport(app.settings.outbox_dir))
+    assert report.sent == [] and report.rescheduled == queued
     assert [(t.state, t.due_at) for t in pending(app, email)] == [
         ("scheduled", utc(2026, 3, 16, 4))]
 
