@@ -192,9 +192,11 @@ def _split(cell: str) -> list[str]:
     return list(dict.fromkeys(item.strip() for item in cell.split(LIST_SEPARATOR) if item.strip()))
 
 
-def _read(path: Path, problems: list[Problem]) -> list[tuple[int, list[str]]]:
-    """Non-blank rows (header first), each with the physical line it starts on: csv's
-    ``line_num`` counts physical lines, so quoted fields spanning lines do not skew it."""
+def read_csv_rows(path: Path, problems: list[Problem]) -> list[tuple[int, list[str]]]:
+    """Non-blank rows of a UTF-8 CSV file (header first), each with the physical line it
+    starts on, for every CSV import's line-numbered errors: csv's ``line_num`` counts physical
+    lines, so quoted fields spanning lines do not skew it. An unreadable or malformed file adds
+    a problem to ``problems`` and gives no rows."""
     where, raw = str(path), b""
     try:
         text = (raw := path.read_bytes()).decode("utf-8-sig")
@@ -217,7 +219,7 @@ def _read(path: Path, problems: list[Problem]) -> list[tuple[int, list[str]]]:
 def _validate(path: Path) -> list[dict[str, Any]]:
     """Every row checked and cleaned, or ContactsError with every problem in the file."""
     where, problems = str(path), list[Problem]()
-    table = _read(path, problems)
+    table = read_csv_rows(path, problems)
     head, header = table[0] if table else (None, [])
     names = [cell.strip().lower() for cell in header]
     for index, name in enumerate(names):

@@ -1,9 +1,10 @@
 """Referral intake: record it, stop what a referral stops, thank the source, begin long-term care.
 
-One path for every way a referral arrives: the CLI and the webhook call :func:`add_referral`
-(one referral, one transaction), the CSV import (:mod:`nurture.referrals_csv`) calls
-:func:`record_referral` for every row inside one transaction. After the commit the owner gets a
-short note (:func:`notify_referrals`) suggesting a personal word too.
+One path for every way a referral arrives: :func:`record_referral`, inside the caller's
+transaction. The CLI calls it through :func:`add_referral` (one referral, one transaction), the
+CSV import (:mod:`nurture.referrals_csv`) for every row inside one transaction, and the webhook
+(:mod:`nurture.web`) inside the transaction that also records the delivery. After the commit
+the owner gets a short note (:func:`notify_referrals`) suggesting a personal word too.
 A referral keeps only who sent it, the date and an optional opaque id from the practice's
 records. Nothing about the patient is stored, so nothing about the patient can reach an email.
 """
@@ -21,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .app import Nurture
+from .conflicts import retry_conflicts
 from .contacts import get_or_create_contact
 from .engine import enroll_contact, log_event, plan_touch, stop_contact
 from .errors import InputError, NurtureError, Problem
@@ -59,16 +61,18 @@ def add_referral(app: Nurture, email: str, *, on: date | None = None,
                  notify: bool = False) -> ReferralResult:
     """Record one referral in a transaction of its own; with ``notify``, then tell the owner.
 
-    The edges (``nurture referral add``, the webhook) notify; library callers (tests,
-    simulations) choose. The owner is told only after the commit, so never about a referral
-    that was not recorded; a repeated external id changes nothing and tells nobody.
+    Library callers (tests, simulations) choose whether to notify; ``nurture referral add``
+    notifies itself, to report a failed note. The owner is told only after the commit, so never
+    about a referral that was not recorded; a repeated external id changes nothing and tells
+    nobody, also when a concurrent intake of the same id committed first (the transaction runs
+    again and finds it).
     """
     check_external_ref(external_ref)
-    on = referral_day(app, on)
-    with app.db.transaction() as session:
-        result = record_referral(app, session, email, on, external_ref, source)
+    day = referral_day(app, on)
+    result = retry_conflicts(app.db, lambda session: record_referral(
+        app, session, email, day, external_ref, source))
     if notify and not result.duplicate:
-        notify_referrals(app, [(result, on)])
+        notify_referrals(app, [(result, day)])
     return result
 
 

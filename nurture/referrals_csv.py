@@ -21,9 +21,11 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
 from .app import Nurture
-from .contacts import _read as read_csv_rows  # the contacts import's reader: physical lines
-from .contacts import normalize_email
+from .conflicts import retry_conflicts
+from .contacts import normalize_email, read_csv_rows
 from .engine import log_event
 from .errors import InputError, Problem
 from .referrals import (
@@ -72,17 +74,22 @@ def import_referrals(app: Nurture, path: Path, *, notify: bool = False) -> Refer
     """Validate the whole file, then record every referral in it in one transaction.
 
     Raises :class:`ReferralsError` listing every problem, having written nothing. After the
-    commit the owner gets one note about the referrals that were new (``notify``).
+    commit the owner gets one note about the referrals that were new (``notify``). Two imports
+    of one file at once record each ref once: the one that loses the race on a ref runs its
+    transaction again and finds those rows already recorded.
     """
     rows = _validate(path, referral_day(app))
-    outcome = ReferralsImport(path.name)
-    with app.db.transaction() as session:
-        outcome.results = [record_referral(app, session, row.email, row.on, row.ref, "csv")
-                           for row in rows]
+
+    def record(session: Session) -> ReferralsImport:
+        outcome = ReferralsImport(path.name, [record_referral(
+            app, session, row.email, row.on, row.ref, "csv") for row in rows])
         if outcome.recorded:  # a repeated import writes nothing at all, not even an event
             outcome.without_ref = sum(row.ref is None for row in rows)
             log_event(session, app.now(), "referrals_imported", file=path.name, rows=len(rows),
                       recorded=len(outcome.recorded), already=outcome.already)
+        return outcome
+
+    outcome = retry_conflicts(app.db, record)
     if notify:
         outcome.notify_error = notify_referrals(
             app, [(result, row.on) for result, row in zip(outcome.results, rows, strict=True)],

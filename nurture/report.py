@@ -1,5 +1,5 @@
 """What `nurture status` shows: where every enrollment stands, what goes out next, what went out,
-and what needs a person's attention (uncertain and failed touches)."""
+what needs a person's attention (uncertain and failed touches), and what the inbox heard."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .app import Nurture
-from .models import Contact, Enrollment, Touch, TouchState
+from .models import Contact, Enrollment, InboxMessage, Touch, TouchState
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,12 @@ class Status:
     next: list[TouchLine] = field(default_factory=list)
     last: list[TouchLine] = field(default_factory=list)
     attention: list[TouchLine] = field(default_factory=list)
+    inbox: dict[str, int] = field(default_factory=dict)  # kind (nurture.classify.KINDS) → n
+    inbox_unmatched: int = 0  # bounces, replies... that matched no contact: left alone
+    # Contacts added by a referral from an unknown address (or imported with no name and no
+    # organization): the first ``limit`` addresses, and how many there are.
+    needs_details: list[str] = field(default_factory=list)
+    needs_details_count: int = 0
 
 
 def status(app: Nurture, limit: int = 10) -> Status:
@@ -43,6 +49,16 @@ def status(app: Nurture, limit: int = 10) -> Status:
             result.enrollments.setdefault(campaign, {})[state] = count
         result.touches = {state: count for state, count in session.execute(
             select(Touch.state, func.count()).group_by(Touch.state))}
+        result.needs_details_count = session.scalar(
+            select(func.count()).select_from(Contact).where(Contact.needs_details)) or 0
+        result.needs_details = list(session.scalars(
+            select(Contact.email).where(Contact.needs_details).order_by(Contact.id).limit(limit)))
+        # Our own notes to the owner land in the same mailbox: read back, they are not news.
+        result.inbox = {kind: count for kind, count in session.execute(
+            select(InboxMessage.kind, func.count()).where(InboxMessage.kind != "own")
+            .group_by(InboxMessage.kind))}
+        result.inbox_unmatched = session.scalar(select(func.count()).select_from(InboxMessage)
+                                                .where(InboxMessage.action == "unmatched")) or 0
 
         def lines(*where: Any, order: Any, at: Any, note: Any = None) -> list[TouchLine]:
             query = (select(Touch.id, at, Contact.email, Enrollment.campaign_id, Touch.step_id,

@@ -8,8 +8,10 @@
     cookies). Every email not yet sent is cancelled. Idempotent; answers 200 with a page.
 ``POST /hooks/referral``, ``POST /hooks/reply``
     Signed JSON (see :mod:`nurture.webhooks`): a referral or a reply, recorded through the same
-    library functions as the CLI. Errors are JSON ``{"error": …, "problems": [{"field": …,
-    "message": …}]}`` and change nothing: 400, 401, 404, 409, 413, 422.
+    library functions as the CLI, in the transaction that records the delivery. A new referral
+    is then reported to the owner, like one from the CLI; a replayed delivery is not. Errors
+    are JSON ``{"error": …, "problems": [{"field": …, "message": …}]}`` and change nothing:
+    400, 401, 404, 409, 413, 422.
 
 Built on Flask: small, long maintained by the Pallets team, and it brings only what nurture
 already uses (Jinja2, click, itsdangerous) plus Werkzeug. Its test client lets the tests drive
@@ -20,26 +22,25 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, replace
-from typing import Any, TypeVar, cast
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any, TypeVar
 
 from flask import Flask, Response, request
 from jinja2 import Environment, StrictUndefined
 from sqlalchemy import delete, select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 
 from . import webhooks
 from .app import Nurture
-from .db import Database
+from .conflicts import retry_conflicts
+from .contacts import get_contact
 from .engine import suppress_contact
-from .errors import InputError, NotFound, NurtureError, Problem
-from .inbox import record_reply
+from .errors import InputError, NurtureError, Problem
+from .inbox import record_reply_in
 from .models import Contact, ContactStatus, WebhookDelivery, WebhookSignature
-from .referrals import add_referral
+from .referrals import notify_referrals, record_referral, referral_day
 from .unsubscribe import read_token
 
 log = logging.getLogger(__name__)
@@ -201,24 +202,41 @@ def _json(status: int, body: dict[str, Any]) -> Response:
     return Response(json.dumps(body, sort_keys=True), status, mimetype="application/json")
 
 
-def _record_referral(app: Nurture, hook: webhooks.ReferralHook) -> dict[str, Any]:
-    result = add_referral(app, hook.email, on=hook.on, external_ref=hook.ref, source="webhook")
-    return asdict(result)
+@dataclass(frozen=True)
+class Acted:
+    """What a webhook did inside its transaction: the JSON answer to remember and return, and
+    what to do once that transaction has committed (tell the owner), never on a replay."""
+
+    answer: dict[str, Any]
+    after_commit: Callable[[], object] | None = None
 
 
-def _record_reply(app: Nurture, hook: webhooks.ReplyHook) -> dict[str, Any]:
-    try:
-        result = record_reply(app, hook.email, at=hook.received_at, source="webhook",
-                              message_id=hook.message_id)
-    except NotFound as exc:
-        raise webhooks.WebhookError(404, str(exc), [
-            Problem("body", None, "email", "is not a contact")]) from None
-    return asdict(result)
+def _record_referral(app: Nurture, session: Session, hook: webhooks.ReferralHook) -> Acted:
+    """The referral intake every path shares; the owner's note follows the commit."""
+    on = referral_day(app, hook.on)
+    result = record_referral(app, session, hook.email, on, hook.ref, "webhook")
+    if result.duplicate:  # this ref was recorded before (by any path): nothing new to tell
+        return Acted(asdict(result))
+    return Acted(asdict(result), lambda: notify_referrals(app, [(result, on)]))
+
+
+def _record_reply(app: Nurture, session: Session, hook: webhooks.ReplyHook) -> Acted:
+    contact = get_contact(session, hook.email)
+    if contact is None:
+        raise webhooks.WebhookError(404, f"no contact with email {hook.email!r}", [
+            Problem("body", None, "email", "is not a contact")])
+    result = record_reply_in(app, session, contact, at=hook.received_at, source="webhook",
+                             message_id=hook.message_id)
+    return Acted(asdict(result))
 
 
 def _hook(nurture: Nurture, endpoint: str, validate: Callable[[Any], H],
-          act: Callable[[Nurture, H], dict[str, Any]]) -> Response:
-    """Authenticate, validate completely, then act once per Idempotency-Key, all or nothing."""
+          act: Callable[[Nurture, Session, H], Acted]) -> Response:
+    """Authenticate, validate completely, then act once per Idempotency-Key, all or nothing.
+
+    A twin delivery (same key) running at the same moment makes one of the two transactions
+    fail on the key's unique index; that one runs again and replays the other's answer.
+    """
     body = request.get_data()  # raises 413 past MAX_CONTENT_LENGTH
     secret = webhooks.webhook_secret(nurture.settings)
     signed = webhooks.verify_signature(secret, request.headers, body, nurture.now())
@@ -226,26 +244,22 @@ def _hook(nurture: Nurture, endpoint: str, validate: Callable[[Any], H],
     payload = webhooks.parse_json(body)
     hook = validate(payload)
     digest = webhooks.canonical_hash(payload)
-    for attempt in (1, 2):
-        try:
-            with nurture.db.transaction() as session:
-                status, text, replayed = _deliver(
-                    nurture, session, endpoint, key, digest, signed, lambda app: act(app, hook))
-            break
-        except IntegrityError:  # a concurrent twin committed first: look again, once
-            if attempt == 2:
-                raise
+    status, text, acted = retry_conflicts(nurture.db, lambda session: _deliver(
+        nurture, session, endpoint, key, digest, signed, lambda: act(nurture, session, hook)))
     response = Response(text, status, mimetype="application/json")
-    if replayed:
+    if acted is None:
         response.headers["Idempotent-Replayed"] = "true"
+    elif acted.after_commit is not None:
+        acted.after_commit()
     return response
 
 
 def _deliver(nurture: Nurture, session: Session, endpoint: str, key: str, digest: str,
              signed: webhooks.Signed,
-             act: Callable[[Nurture], dict[str, Any]]) -> tuple[int, str, bool]:
+             act: Callable[[], Acted]) -> tuple[int, str, Acted | None]:
     """Inside one transaction: refuse a replayed signature, replay or refuse a known key, or act
-    and remember the answer. Any error rolls all of it back, the library's writes included."""
+    and remember the answer. Any error rolls all of it back, the library's writes included.
+    Returns the status, the JSON answer and what was done (None for a replayed answer)."""
     now = nurture.now()
     if session.get(WebhookSignature, signed.signature) is not None:
         raise webhooks.WebhookError(401, "this signed request was already received", [Problem(
@@ -260,36 +274,18 @@ def _deliver(nurture: Nurture, session: Session, endpoint: str, key: str, digest
             raise webhooks.WebhookError(409, "this Idempotency-Key was used with another body", [
                 Problem("headers", None, webhooks.IDEMPOTENCY_HEADER,
                         "was already used for a different request: use a new key")])
-        return done.status, done.response, True
+        return done.status, done.response, None
     delivery = WebhookDelivery(endpoint=endpoint, idempotency_key=key, body_sha256=digest,
                                status=0, response="", received_at=now)
     session.add(delivery)
     session.flush()  # claims the key before acting
     try:
-        result = act(_joined(nurture, session))
+        acted = act()
     except InputError as exc:  # checked already; the library has the last word
         raise webhooks.WebhookError(422, "the body is not valid", [
             Problem("body", None, p.field, p.message) for p in exc.problems]) from None
-    delivery.status, delivery.response = 200, json.dumps(result, sort_keys=True)
+    delivery.status, delivery.response = 200, json.dumps(acted.answer, sort_keys=True)
     session.execute(delete(WebhookSignature).where(WebhookSignature.expires_at < now))
     session.execute(delete(WebhookDelivery).where(
         WebhookDelivery.received_at < now - webhooks.IDEMPOTENCY_RETENTION))
-    return delivery.status, delivery.response, False
-
-
-class _InTransaction:
-    """Stands in for ``Nurture.db`` so that a library call (add_referral, record_reply) joins
-    the webhook's transaction: the delivery record and what it did commit together or not at
-    all. (Cleaner once those functions accept a session.)"""
-
-    def __init__(self, session: Session):
-        self._session = session
-
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        yield self._session
-
-
-def _joined(nurture: Nurture, session: Session) -> Nurture:
-    nurture.campaigns  # noqa: B018 - load or refresh the shared cache before copying it
-    return replace(nurture, db=cast(Database, _InTransaction(session)))
+    return delivery.status, delivery.response, acted

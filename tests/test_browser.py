@@ -19,24 +19,20 @@ import re
 import shutil
 import struct
 import tempfile
-import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any, cast
 
 import pytest
-from sqlalchemy import select
 
 from nurture.app import Nurture
-from nurture.cli.web import make_server
-from nurture.contacts import import_contacts
 from nurture.delivery import OutboxTransport
-from nurture.engine import enroll, tick
-from nurture.models import Contact, Enrollment, Event, Touch
+from nurture.models import Event
 from nurture.sending import deliver
 from nurture.unsubscribe import make_token
+from tests.seeding import LEE, SAM, contact, queue_due, rows, seed_outreach, touches
+from tests.servers import live_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -45,23 +41,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--window-size=1024,768"]
 WAIT = 15  # seconds for a page to show what we expect
 
-CONTACTS = """email,first_name,last_name,organization,role,tags,timezone
-dr.lee@clinic.example,Dana,Lee,Springfield Family Medicine,physician,prospect,America/New_York
-sam@ironworks.example,Sam,Ortiz,Ironworks Gym,personal trainer,prospect,America/Chicago
-"""
-LEE = "dr.lee@clinic.example"
 MASKED = "d***@clinic.example"
-
-
-class RecordingDispatcher:
-    def __init__(self) -> None:
-        self.jobs: list[tuple[str, list[int]]] = []
-
-    def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
-        self.jobs.append((job_id, touch_ids))
-
-    def lost(self, job_ids: object) -> set[str]:
-        return set()
 
 
 # The browser ---------------------------------------------------------------------------------
@@ -146,55 +126,18 @@ def press_unsubscribe(driver: Any) -> None:
 @pytest.fixture
 def project(app: Nurture, tmp_path: Path) -> Nurture:
     """Dana and Sam enrolled in referral-outreach, Dana's first email due now."""
-    path = tmp_path / "contacts.csv"
-    path.write_text(CONTACTS)
-    import_contacts(app.db, path, app.clock)
-    assert enroll(app, "referral-outreach").enrolled == [LEE, "sam@ironworks.example"]
-    return app
+    return seed_outreach(app, tmp_path)
 
 
 @pytest.fixture
 def live_url(project: Nurture) -> Iterator[str]:
     """The real waitress server for ``project``, whose unsubscribe links now point at it."""
-    server = make_server(project, "127.0.0.1", 0)
-    url = f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
-    project.settings = replace(project.settings, web_base_url=url)  # read per request
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield url
-
-    def stop() -> None:  # on the server's own loop: the browser's idle keep-alive connections
-        for channel in list(server.active_channels.values()):  # type: ignore[union-attr]
-            channel.handle_close()  # would otherwise keep the loop alive for two minutes
-        server.close()
-
-    server.trigger.pull_trigger(stop)  # type: ignore[union-attr]
-    thread.join(10)
-    assert not thread.is_alive()
-    server.task_dispatcher.shutdown()  # type: ignore[union-attr]
-
-
-def contact(app: Nurture, email_: str = LEE) -> Contact:
-    with app.db.transaction() as session:
-        return session.scalars(select(Contact).where(Contact.email == email_)).one()
-
-
-def touches(app: Nurture, email_: str = LEE) -> dict[str, str]:
-    with app.db.transaction() as session:
-        found = session.scalars(select(Touch).where(Touch.enrollment_id.in_(
-            select(Enrollment.id).join(Contact).where(Contact.email == email_)))).all()
-        return {t.step_id: t.state for t in found}
+    with live_server(project) as url:
+        yield url
 
 
 def unsubscribe_events(app: Nurture) -> list[Event]:
-    with app.db.transaction() as session:
-        return list(session.scalars(select(Event).where(Event.kind == "contact_unsubscribed")))
-
-
-def queue_due(app: Nurture) -> list[int]:
-    dispatcher = RecordingDispatcher()
-    tick(app, dispatcher)
-    return [touch_id for _, ids in dispatcher.jobs for touch_id in ids]
+    return rows(app, Event, Event.kind == "contact_unsubscribed")
 
 
 def png_size(data: bytes) -> tuple[int, int]:
@@ -226,7 +169,7 @@ def test_the_page_asks_and_the_button_unsubscribes(browser: Any, live_url: str,
     assert "Unsubscribe" not in [b.text for b in browser.find_elements("tag name", "button")]
     assert contact(project).status == "unsubscribed"
     assert touches(project) == {"hello": "cancelled"}
-    assert touches(project, "sam@ironworks.example") == {"hello": "scheduled"}
+    assert touches(project, SAM) == {"hello": "scheduled"}
     [event] = unsubscribe_events(project)
     assert event.data["why"] == "unsubscribe page"  # the browser sent the button's value
     assert console_errors(browser) == []  # our CSP let the page and its form through

@@ -16,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from nurture.app import Nurture
 from nurture.classify import classify
+from nurture.cli.context import Context
+from nurture.cli.project import status as status_command
 from nurture.clock import FakeClock
 from nurture.contacts import import_contacts
 from nurture.delivery import OutboxTransport
-from nurture.engine import enroll, tick
+from nurture.engine import enroll
 from nurture.errors import ContactsError
 from nurture.inbox import (
     InboxConfig,
@@ -43,8 +46,10 @@ from nurture.models import (
     Touch,
     TouchState,
 )
+from nurture.report import status
 from nurture.sending import deliver
 from tests.conftest import REPO, make_settings
+from tests.seeding import queue_due
 
 SAMPLES = REPO / "tests" / "mail-samples"
 HUMAN = json.loads((SAMPLES / "human" / "labels.json").read_text())
@@ -92,22 +97,9 @@ def add_contacts(app: Nurture, rows: list[dict[str, str]]) -> None:
     import_contacts(app.db, path, app.clock)
 
 
-class Dispatcher:
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-
-    def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
-        self.ids += touch_ids
-
-    def lost(self, job_ids: Any) -> set[str]:
-        return set()
-
-
 def send_due(app: Nurture) -> list[int]:
     """One tick, then what it queued delivered to the outbox folder: the sent touch ids."""
-    dispatcher = Dispatcher()
-    tick(app, dispatcher)
-    return deliver(app, dispatcher.ids, OutboxTransport(app.settings.outbox_dir)).sent
+    return deliver(app, queue_due(app), OutboxTransport(app.settings.outbox_dir)).sent
 
 
 def touch_ids(app: Nurture) -> dict[str, str]:
@@ -292,6 +284,36 @@ def test_unmatched_messages_are_counted_and_change_nothing(project: Nurture) -> 
     assert counted == {"unmatched": 2, "other": 1}
 
 
+def test_status_counts_the_inbox_by_kind_and_unmatched(project: Nurture,
+                                                      smtp_sink: Any) -> None:
+    assert (status(project).inbox, status(project).inbox_unmatched) == ({}, 0)
+    assert "inbox: nothing read yet\n" in status_output(project)
+    ids = outreach(project, [{"email": "dr.lee@clinic.example", "first_name": "Dana"}])
+    messages = [retarget(sample("human/outlook-desktop.eml"), ids["dr.lee@clinic.example"]),
+                retarget(sample("human/german.eml"), None),  # a stranger: unmatched
+                retarget(sample("sisimai/lhost-postfix-13.eml"), None),  # unmatched too
+                retarget(sample("autoreplies/french.eml"), None),  # from nobody we know
+                b"From: news@vendor.example\r\nSubject: News\r\nList-Unsubscribe: "
+                b"<https://vendor.example/u>\r\nMessage-ID: <n1@vendor.example>\r\n\r\nNews.\r\n"]
+    assert [process_message(project, raw, config=CONFIG).action for raw in messages] == [
+        "reply", "unmatched", "unmatched", "unmatched", "other"]
+    assert send_notifications(project).sent == 1
+    [note] = smtp_sink.wait_for(1)
+    assert process_message(project, note.as_bytes(), config=CONFIG).action == "own"
+    report = status(project)
+    assert report.inbox == {"reply": 2, "bounce": 1, "auto_reply": 1, "other": 1}
+    assert report.inbox_unmatched == 3
+    assert ("inbox: 1 auto_reply, 1 bounce, 1 other, 2 reply; 3 matched no contact (left alone)"
+            "\n") in status_output(project)
+
+
+def status_output(app: Nurture) -> str:
+    obj = Context(project_dir=app.settings.project_dir, clock=app.clock, _app=app)
+    result = CliRunner().invoke(status_command, [], obj=obj)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
 def test_our_own_notification_is_not_a_reply(project: Nurture, smtp_sink: Any) -> None:
     ids = outreach(project, [{"email": "sam.chen.md@gmail.com"}])
     process_message(project, retarget(sample("human/gmail-web.eml"),
@@ -448,12 +470,11 @@ def test_a_queued_email_waits_too(march: tuple[Nurture, FakeClock]) -> None:
     email = "j.becker@praxis-becker.example"
     ids = outreach(app, [{"email": email}])
     clock.set(utc(2026, 3, 11, 13))
-    dispatcher = Dispatcher()
-    tick(app, dispatcher)
+    queued = queue_due(app)
     assert [t.state for t in pending(app, email)] == ["queued"]
     process_message(app, retarget(sample("autoreplies/german.eml"), ids[email]), config=CONFIG)
-    report = deliver(app, dispatcher.ids, OutboxTransport(app.settings.outbox_dir))
-    assert report.sent == [] and report.rescheduled == dispatcher.ids
+    report = deliver(app, queued, OutboxTransport(app.settings.outbox_dir))
+    assert report.sent == [] and report.rescheduled == queued
     assert [(t.state, t.due_at) for t in pending(app, email)] == [
         ("scheduled", utc(2026, 3, 16, 4))]
 

@@ -8,36 +8,36 @@ SMTP) and holds nothing about patients.
 
 from __future__ import annotations
 
-import email
-import email.policy
+import threading
 from dataclasses import replace
 from datetime import date
-from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from nurture.app import Nurture
 from nurture.cli.context import Context
+from nurture.cli.project import status as status_command
 from nurture.cli.referrals import referral, referrals
+from nurture.conflicts import ATTEMPTS, is_conflict, retry_conflicts
 from nurture.contacts import import_contacts
-from nurture.engine import enroll
-from nurture.errors import InputError, Problem
+from nurture.errors import InputError, NurtureError, Problem
 from nurture.models import Contact, Enrollment, Event, Referral, Touch
 from nurture.notify import notify_owner
 from nurture.referrals import add_referral
 from nurture.referrals_csv import ReferralsError, import_referrals
+from nurture.report import status
+from tests.races import hold_until_blocked
+from tests.seeding import LEE, SAM, count, outbox, rows, seed_outreach, touches
 from tests.smtp_sink import free_port
 
-CONTACTS = """email,first_name,last_name,organization,role,tags,timezone
-dr.lee@clinic.example,Dana,Lee,Springfield Family Medicine,physician,prospect,America/New_York
-sam@ironworks.example,Sam,Ortiz,Ironworks Gym,personal trainer,prospect,America/Chicago
-"""
-LEE, SAM, NEW = "dr.lee@clinic.example", "sam@ironworks.example", "new.coach@fit.example"
+NEW = "new.coach@fit.example"
 # Dana twice on one day, Sam with no date (today), and an address that is no contact yet.
 REFERRALS = f"""email,date,ref
 Dr.Lee@Clinic.example,2026-12-04,EHR-1
@@ -50,35 +50,14 @@ Dr.Lee@Clinic.example,2026-12-04,EHR-1
 @pytest.fixture
 def project(app: Nurture, tmp_path: Path) -> Nurture:
     """Dana and Sam enrolled in referral-outreach; mail goes to the outbox folder in tmp."""
-    path = tmp_path / "contacts.csv"
-    path.write_text(CONTACTS)
-    import_contacts(app.db, path, app.clock)
-    assert enroll(app, "referral-outreach").enrolled == [LEE, SAM]
     assert app.settings.smtp_url == ""
-    return app
+    return seed_outreach(app, tmp_path)
 
 
 def write(tmp_path: Path, text: str, name: str = "referrals.csv") -> Path:
     path = tmp_path / name
     path.write_text(text)
     return path
-
-
-def rows(app: Nurture, model: type, *where: Any) -> list[Any]:
-    with app.db.transaction() as session:
-        return list(session.scalars(select(model).where(*where)))
-
-
-def count(app: Nurture, model: type, *where: Any) -> int:
-    with app.db.transaction() as session:
-        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
-
-
-def touches(app: Nurture, email_: str) -> dict[str, str]:
-    """step (with its trigger key) → state, for one contact."""
-    found = rows(app, Touch, Touch.enrollment_id.in_(
-        select(Enrollment.id).join(Contact).where(Contact.email == email_)))
-    return {t.step_id + (f"@{t.trigger_key}" if t.trigger_key else ""): t.state for t in found}
 
 
 def enrollments(app: Nurture, email_: str) -> dict[str, str]:
@@ -97,14 +76,6 @@ def snapshot(app: Nurture) -> dict[str, Any]:
                                   for e in rows(app, Enrollment)),
             "touches": sorted((t.id, t.state) for t in rows(app, Touch)),
             "events": count(app, Event), "outbox": [m["Message-ID"] for m in outbox(app)]}
-
-
-def outbox(app: Nurture) -> list[EmailMessage]:
-    folder = app.settings.outbox_dir
-    files = sorted(folder.glob("*.eml")) if folder.is_dir() else []
-    return [cast(EmailMessage, email.message_from_bytes(f.read_bytes(),
-                                                        policy=email.policy.default))
-            for f in files]
 
 
 # The import ----------------------------------------------------------------------------------
@@ -235,6 +206,78 @@ def test_one_transaction_for_the_whole_file(project: Nurture, tmp_path: Path,
     assert snapshot(project) == before
 
 
+def test_two_imports_of_one_file_at_once_record_each_ref_once(
+        project: Nurture, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The second import waits for the first. On PostgreSQL it fails on a ref's unique key
+    (the first holds it, uncommitted), runs its transaction again and finds every ref
+    recorded; on SQLite it waits to begin. Either way: recorded once, one note."""
+    import nurture.referrals_csv as module
+
+    real, calls, held = module.record_referral, list[str](), threading.Event()
+
+    def record_holding_the_first(app: Nurture, session: Session, *args: Any) -> Any:
+        calls.append(threading.current_thread().name)
+        result = real(app, session, *args)
+        if threading.current_thread().name == "first" and not held.is_set():
+            held.set()
+            hold_until_blocked(session)  # the second import now waits for this one
+        return result
+
+    monkeypatch.setattr(module, "record_referral", record_holding_the_first)
+    path = write(tmp_path, REFERRALS)
+    done: dict[str, Any] = {}
+
+    def run_import() -> None:
+        try:
+            done[threading.current_thread().name] = import_referrals(project, path, notify=True)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            done[threading.current_thread().name] = exc
+
+    first = threading.Thread(target=run_import, name="first")
+    first.start()
+    assert held.wait(10)
+    second = threading.Thread(target=run_import, name="second")
+    second.start()
+    first.join(60)
+    second.join(60)
+    outcome = {name: (len(r.recorded), r.already) if hasattr(r, "recorded") else repr(r)
+               for name, r in done.items()}
+    assert outcome == {"first": (4, 0), "second": (0, 4)}
+    # On PostgreSQL the second ran its first row, lost on EHR-1, and ran all four again.
+    postgres = project.db.engine.dialect.name == "postgresql"
+    assert calls.count("second") == 4 + postgres
+    assert count(project, Referral) == 4
+    assert touches(project, LEE) == {"hello": "cancelled", "thank-you@2026-12-04": "scheduled",
+                                     "check-in-1": "scheduled"}
+    assert enrollments(project, LEE) == {"referral-outreach": "stopped", "partner-care": "active"}
+    assert count(project, Event, Event.kind == "referrals_imported") == 1
+    assert [note["Subject"] for note in outbox(project)] == [
+        "4 referrals from 3 sources (referrals.csv)"]
+
+
+def test_only_a_lost_race_is_tried_again(project: Nurture) -> None:
+    """A unique key taken by a concurrent twin is; a missing contact (a bug) fails at once."""
+    attempts = []
+
+    def orphan(session: Session) -> None:
+        attempts.append(1)
+        session.add(Referral(contact_id=999_999, referred_on=date(2026, 12, 4), source="csv",
+                             recorded_at=project.now()))
+
+    with pytest.raises(IntegrityError) as caught:
+        retry_conflicts(project.db, orphan)
+    assert not is_conflict(caught.value) and len(attempts) == 1
+
+    def twin(session: Session) -> None:
+        attempts.append(2)
+        session.add(Contact(email=LEE, interests=[], needs_details=True, created_at=project.now(),
+                            updated_at=project.now()))
+
+    with pytest.raises(IntegrityError) as caught:
+        retry_conflicts(project.db, twin)
+    assert is_conflict(caught.value) and attempts[1:] == [2] * ATTEMPTS
+
+
 # The owner's note ----------------------------------------------------------------------------
 def test_the_owner_gets_one_note_per_file_without_patient_data(project: Nurture,
                                                                tmp_path: Path) -> None:
@@ -285,8 +328,6 @@ def test_a_note_that_cannot_be_sent_keeps_the_referral(project: Nurture) -> None
 
 
 def test_notify_owner_needs_a_sender(project: Nurture) -> None:
-    from nurture.errors import NurtureError
-
     project.settings = replace(project.settings, sender_email="")
     with pytest.raises(NurtureError, match=r"\[sender\] email is not set"):
         notify_owner(project, "Hello", "body")
@@ -322,6 +363,21 @@ def test_referrals_import_command(project: Nurture, tmp_path: Path) -> None:
     assert "Jane Roe" not in out
     code, out = run(project, referrals, "import", str(tmp_path / "missing.csv"))
     assert code == 2 and "does not exist" in out
+
+
+def test_status_lists_the_sources_that_need_details_until_they_are_filled_in(
+        project: Nurture, tmp_path: Path) -> None:
+    import_referrals(project, write(tmp_path, REFERRALS))
+    report = status(project)
+    assert (report.needs_details, report.needs_details_count) == ([NEW], 1)
+    code, out = run(project, status_command)
+    assert code == 0, out
+    assert f"contacts needing details (a name or an organization): {NEW}\n" in out
+    details = write(tmp_path, f"email,first_name,organization\n{NEW},Jo,Fit Coaching\n",
+                    "details.csv")
+    import_contacts(project.db, details, project.clock)
+    assert (status(project).needs_details, status(project).needs_details_count) == ([], 0)
+    assert "needing details" not in run(project, status_command)[1]
 
 
 def test_referral_add_command_notifies_the_owner(project: Nurture, tmp_path: Path) -> None:

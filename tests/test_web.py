@@ -9,10 +9,10 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,16 +20,14 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
-from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
 from nurture import web
 from nurture.app import Nurture
 from nurture.cli.context import Context
-from nurture.cli.web import make_server, serve
+from nurture.cli.web import serve
 from nurture.clock import FakeClock
-from nurture.contacts import import_contacts
-from nurture.engine import enroll, tick
 from nurture.models import (
     Contact,
     Enrollment,
@@ -42,62 +40,35 @@ from nurture.models import (
 )
 from nurture.unsubscribe import make_token
 from nurture.webhooks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from tests.races import hold_until_blocked
+from tests.seeding import (
+    LEE,
+    SAM,
+    contact,
+    count,
+    outbox,
+    queue_due,
+    rows,
+    seed_outreach,
+    touches,
+)
+from tests.servers import live_server
+from tests.smtp_sink import free_port
 
-CSV = """email,first_name,last_name,organization,role,tags,timezone
-dr.lee@clinic.example,Dana,Lee,Springfield Family Medicine,physician,prospect,America/New_York
-sam@ironworks.example,Sam,Ortiz,Ironworks Gym,personal trainer,prospect,America/Chicago
-"""
-LEE = "dr.lee@clinic.example"
 # Made by make_token(settings with secret_key "test-secret", 1) when this test was written:
 # links in old emails must keep working, so the token format must not change under them.
 OLD_TOKEN_FOR_CONTACT_1 = "MQ.DzKC2c1oIdEwEjfa8DLm5CKnb2M"
 
 
-class RecordingDispatcher:
-    def __init__(self) -> None:
-        self.jobs: list[tuple[str, list[int]]] = []
-
-    def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
-        self.jobs.append((job_id, touch_ids))
-
-    def lost(self, job_ids: object) -> set[str]:
-        return set()
-
-
 @pytest.fixture
 def project(app: Nurture, tmp_path: Path) -> Nurture:
     """Two prospects enrolled in referral-outreach, each with the first touch planned now."""
-    csv = tmp_path / "contacts.csv"
-    csv.write_text(CSV)
-    import_contacts(app.db, csv, app.clock)
-    assert enroll(app, "referral-outreach").enrolled == [LEE, "sam@ironworks.example"]
-    return app
+    return seed_outreach(app, tmp_path)
 
 
 @pytest.fixture
 def client(project: Nurture) -> FlaskClient:
     return web.create_app(project).test_client()
-
-
-def rows(app: Nurture, model: type, *where: Any) -> list[Any]:
-    with app.db.transaction() as session:
-        return list(session.scalars(select(model).where(*where)))
-
-
-def count(app: Nurture, model: type, *where: Any) -> int:
-    with app.db.transaction() as session:
-        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
-
-
-def contact(app: Nurture, email: str = LEE) -> Contact:
-    return rows(app, Contact, Contact.email == email)[0]
-
-
-def touches(app: Nurture, email: str = LEE) -> dict[str, str]:
-    """step (with its trigger key) → state, for one contact."""
-    found = rows(app, Touch, Touch.enrollment_id.in_(
-        select(Enrollment.id).join(Contact).where(Contact.email == email)))
-    return {t.step_id + (f"@{t.trigger_key}" if t.trigger_key else ""): t.state for t in found}
 
 
 def snapshot(app: Nurture) -> dict[str, Any]:
@@ -146,8 +117,7 @@ def test_get_page_asks_and_changes_nothing(client: FlaskClient, project: Nurture
 
 def test_one_click_post_unsubscribes_and_cancels_a_queued_touch(client: FlaskClient,
                                                                 project: Nurture) -> None:
-    dispatcher = RecordingDispatcher()
-    assert tick(project, dispatcher).enqueued == 1  # Sam's window in Chicago opens later
+    assert len(queue_due(project)) == 1  # Sam's window in Chicago opens later
     assert touches(project) == {"hello": "queued"}
     token = make_token(project.settings, contact(project).id)
     response = client.post(f"/u/{token}", data=b"List-Unsubscribe=One-Click",
@@ -156,7 +126,7 @@ def test_one_click_post_unsubscribes_and_cancels_a_queued_touch(client: FlaskCli
     assert "You are unsubscribed" in response.text and "d***@clinic.example" in response.text
     assert contact(project).status == "unsubscribed"
     assert touches(project) == {"hello": "cancelled"}
-    assert touches(project, "sam@ironworks.example") == {"hello": "scheduled"}  # only Dana's
+    assert touches(project, SAM) == {"hello": "scheduled"}  # only Dana's
     [event] = rows(project, Event, Event.kind == "contact_unsubscribed")
     assert event.data["why"] == "one-click unsubscribe"
 
@@ -311,23 +281,70 @@ def test_idempotent_repeat_replays_the_answer_and_changes_nothing(
     assert client.post("/hooks/referral", data=body, headers=retry).status_code == 401
 
 
+def test_a_webhook_referral_tells_the_owner_once(client: FlaskClient, project: Nurture,
+                                                 clock: FakeClock) -> None:
+    payload = {"email": LEE, "date": "2026-12-04", "ref": "EHR-1"}
+    assert post_hook(client, project, "/hooks/referral", payload).status_code == 200
+    [note] = outbox(project)
+    assert note["Subject"] == "Referral from Dana Lee"
+    assert note["To"] == "Alex Rivera <alex@riverapt.example>"
+    body = note.get_content().replace("\r\n", "\n")
+    assert ("Dana Lee (dr.lee@clinic.example, Springfield Family Medicine) referred a patient "
+            "on 2026-12-04.\nA thank-you is planned for Mon 7 Dec 2026, 09:00") in body
+    assert "EHR-1" not in body  # not even the opaque id travels by email
+    clock.advance(minutes=2)
+    repeat = post_hook(client, project, "/hooks/referral", payload)  # a retry, signed anew
+    assert repeat.headers["Idempotent-Replayed"] == "true"
+    clock.advance(minutes=2)
+    again = post_hook(client, project, "/hooks/referral", payload, key="key-2")  # a resend
+    assert again.status_code == 200 and again.get_json()["duplicate"] is True
+    assert len(outbox(project)) == 1  # neither told the owner again
+    assert count(project, Referral) == 1
+
+
+def test_a_webhook_referral_from_a_stranger_adds_them_and_tells_the_owner_over_smtp(
+        project: Nurture, smtp_sink: Any) -> None:
+    project.settings = replace(project.settings, smtp_url=smtp_sink.url)
+    client = web.create_app(project).test_client()
+    response = post_hook(client, project, "/hooks/referral", {"email": "New.Coach@Fit.example"})
+    assert response.status_code == 200
+    assert response.get_json()["new_contact"] is True
+    new = contact(project, "new.coach@fit.example")
+    assert (new.needs_details, new.status, new.first_name) == (True, "active", "")
+    [note] = smtp_sink.messages
+    assert note["Subject"] == "Referral from new.coach@fit.example"
+    assert "They were not a contact yet: added, marked as needing details" in note.get_content()
+    assert outbox(project) == []
+
+
+def test_a_note_that_cannot_be_sent_keeps_the_webhook_referral(project: Nurture) -> None:
+    project.settings = replace(project.settings, smtp_url=f"smtp://127.0.0.1:{free_port()}")
+    client = web.create_app(project).test_client()
+    response = post_hook(client, project, "/hooks/referral", {"email": LEE})
+    assert response.status_code == 200
+    assert response.get_json()["thank_you"] == ["referral-outreach/thank-you"]
+    assert count(project, Referral) == 1 and count(project, WebhookDelivery) == 1
+    [event] = rows(project, Event, Event.kind == "owner_notification_failed")
+    assert event.data["subject"] == "Referral from Dana Lee"
+
+
 def test_same_key_with_another_body_is_409(client: FlaskClient, project: Nurture,
                                            clock: FakeClock) -> None:
     assert post_hook(client, project, "/hooks/referral", {"email": LEE}).status_code == 200
     before = snapshot(project)
     clock.advance(seconds=30)
     response = post_hook(client, project, "/hooks/referral",
-                         {"email": "sam@ironworks.example"})
+                         {"email": SAM})
     assert response.status_code == 409
     assert IDEMPOTENCY_HEADER in problems(response)
     assert snapshot(project) == before
-    assert touches(project, "sam@ironworks.example") == {"hello": "scheduled"}
+    assert touches(project, SAM) == {"hello": "scheduled"}
 
 
 def test_idempotency_keys_are_per_endpoint(client: FlaskClient, project: Nurture) -> None:
     assert post_hook(client, project, "/hooks/reply", {"email": LEE}).status_code == 200
     assert post_hook(client, project, "/hooks/referral",
-                     {"email": "sam@ironworks.example"}).status_code == 200
+                     {"email": SAM}).status_code == 200
     assert count(project, Referral) == 1 and count(project, Reply) == 1
 
 
@@ -392,22 +409,25 @@ def test_wrong_method_on_a_hook_answers_json(client: FlaskClient) -> None:
 
 
 def test_concurrent_twins_act_once(project: Nurture, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Two deliveries with one key arrive together: the second waits, then replays the first."""
-    inside = threading.Event()
-    real = web.add_referral
+    """Two deliveries with one key arrive together: the second waits for the first (on
+    PostgreSQL it fails on the key's unique index and runs again), then replays its answer."""
+    inside, calls = threading.Event(), []
+    real = web.record_referral
 
-    def slow_referral(*args: Any, **kwargs: Any) -> Any:
+    def held_referral(app: Nurture, session: Session, *args: Any) -> Any:
+        calls.append(args)
+        result = real(app, session, *args)
         inside.set()
-        time.sleep(0.5)  # the twin arrives while this transaction is open
-        return real(*args, **kwargs)
+        hold_until_blocked(session)  # the twin is now waiting for this transaction
+        return result
 
-    monkeypatch.setattr(web, "add_referral", slow_referral)
+    monkeypatch.setattr(web, "record_referral", held_referral)
     application = web.create_app(project)
-    answers: list[TestResponse] = []
+    answers: dict[int, TestResponse] = {}
 
     def deliver(skew: int) -> None:  # different timestamps: different signatures, one key
-        answers.append(post_hook(application.test_client(), project, "/hooks/referral",
-                                 {"email": LEE}, skew=skew))
+        answers[skew] = post_hook(application.test_client(), project, "/hooks/referral",
+                                  {"email": LEE}, skew=skew)
 
     first = threading.Thread(target=deliver, args=(0,))
     first.start()
@@ -416,9 +436,13 @@ def test_concurrent_twins_act_once(project: Nurture, monkeypatch: pytest.MonkeyP
     second.start()
     first.join(30)
     second.join(30)
-    assert [a.status_code for a in answers] == [200, 200]
-    assert answers[0].data == answers[1].data
+    assert [answers[skew].status_code for skew in (0, -1)] == [200, 200]
+    assert answers[0].data == answers[-1].data
+    assert [answers[skew].headers.get("Idempotent-Replayed") for skew in (0, -1)] == [
+        None, "true"]
+    assert len(calls) == 1  # the intake ran once
     assert count(project, Referral) == 1 and count(project, WebhookDelivery) == 1
+    assert [note["Subject"] for note in outbox(project)] == ["Referral from Dana Lee"]
 
 
 # Webhooks: reply ----------------------------------------------------------------------------
@@ -434,7 +458,7 @@ def test_reply_hook_stops_the_sequence(client: FlaskClient, project: Nurture) ->
     assert touches(project) == {"hello": "cancelled"}
     [enrollment] = rows(project, Enrollment, Enrollment.contact_id == contact(project).id)
     assert (enrollment.state, enrollment.stop_reason) == ("stopped", "reply")
-    assert touches(project, "sam@ironworks.example") == {"hello": "scheduled"}
+    assert touches(project, SAM) == {"hello": "scheduled"}
 
 
 def test_reply_from_an_unknown_address_is_404(client: FlaskClient, project: Nurture) -> None:
@@ -456,14 +480,8 @@ def test_invalid_reply_is_422(client: FlaskClient, project: Nurture) -> None:
 # The real server ----------------------------------------------------------------------------
 @pytest.fixture
 def live_url(project: Nurture) -> Iterator[str]:
-    server = make_server(project, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"  # type: ignore[union-attr]
-    server.trigger.pull_trigger(server.close)  # closed from the server's own loop, which ends
-    thread.join(10)
-    assert not thread.is_alive()
-    server.task_dispatcher.shutdown()
+    with live_server(project) as url:
+        yield url
 
 
 def http(url: str, data: bytes | None = None,
@@ -486,7 +504,7 @@ def test_real_server_serves_pages_and_hooks(live_url: str, project: Nurture) -> 
     assert status == 200 and "You are unsubscribed" in page
     assert touches(project) == {"hello": "cancelled"}
 
-    body = json.dumps({"email": "sam@ironworks.example"}).encode()
+    body = json.dumps({"email": SAM}).encode()
     ts = int(project.now().timestamp())
     signed = {TIMESTAMP_HEADER: str(ts), SIGNATURE_HEADER: sign("test-secret", ts, body),
               IDEMPOTENCY_HEADER: "live-1", "Content-Type": "application/json"}

@@ -48,7 +48,7 @@ def _line(t: TouchLine) -> str:
 @click.command()
 @pass_app
 def status(app: Nurture) -> None:
-    """Enrollments per campaign and state, the next sends, the last sends."""
+    """Enrollments per campaign and state, the next and last sends, the inbox's messages."""
     report = project_status(app)
     click.echo("enrollments:")
     if not report.enrollments:
@@ -58,6 +58,14 @@ def status(app: Nurture) -> None:
         click.echo(f"  {campaign}: {counts}")
     click.echo("emails: " + (", ".join(f"{n} {s}" for s, n in sorted(report.touches.items()))
                              or "none planned"))
+    click.echo("inbox: " + (", ".join(f"{n} {kind}" for kind, n in sorted(report.inbox.items()))
+                            or "nothing read yet")
+               + (f"; {report.inbox_unmatched} matched no contact (left alone)"
+                  if report.inbox_unmatched else ""))
+    if report.needs_details:
+        more = report.needs_details_count - len(report.needs_details)
+        click.echo(f"contacts needing details (a name or an organization): "
+                   f"{', '.join(report.needs_details)}" + (f" and {more} more" if more else ""))
     for title, lines in (("next sends:", report.next), ("last sends:", report.last),
                          ("needs attention (uncertain or failed):", report.attention)):
         if lines:
