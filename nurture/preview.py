@@ -3,8 +3,11 @@
 For a real contact (``--contact EMAIL``) each step goes through :func:`nurture.compose.
 compose_touch`, the function the sender calls, inside a transaction that is always rolled
 back: the same touch (so the same Message-ID), the same library item the send would pick, the
-same thread, the same counts. Nothing is recorded. A step the contact has no touch for yet (not
-planned, or not enrolled) gets a temporary one, which only its Message-ID can tell apart.
+same thread, the same counts. Nothing is recorded. A step the contact has no touch for yet gets a
+temporary one with the key the real one will have: round one of the sequence, or for a
+triggered step (a thank-you) a referral recorded today. The Message-ID derives from that key
+(:func:`nurture.render.make_message_id`), so the preview is the later send apart from the Date.
+Only for a contact not enrolled yet can it differ: the enrollment is made up for the preview.
 
 For ``--sample`` nobody in the database is involved: the sample contact of ``nurture
 validate``, the first library item it would be given, and the same rendering and message code.
@@ -23,12 +26,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .app import Nurture
-from .campaigns import Campaign, Step
+from .campaigns import Campaign, Step, round_key
 from .compose import Composed, compose, compose_touch, template_context
 from .contacts import get_contact
 from .errors import NotFound, NurtureError
 from .library import library_for, pick
 from .models import Enrollment, EnrollmentState, Touch, TouchState
+from .referrals import referral_day
 from .render import make_message_id, sample_context
 from .unsubscribe import unsubscribe_mailto, unsubscribe_url
 
@@ -90,7 +94,8 @@ def _for_contact(app: Nurture, session: Session, campaign: Campaign, steps: list
             Touch.enrollment_id == enrollment.id, Touch.step_id == step.id)
             .order_by(Touch.id.desc()).limit(1))
         if touch is None:
-            touch = Touch(enrollment_id=enrollment.id, step_id=step.id, trigger_key="preview",
+            key = referral_day(app).isoformat() if step.trigger_only else round_key(1)
+            touch = Touch(enrollment_id=enrollment.id, step_id=step.id, trigger_key=key,
                           state=TouchState.SCHEDULED, due_at=app.now(), created_at=app.now())
             session.add(touch)
             session.flush()
@@ -112,7 +117,8 @@ def _sample(app: Nurture, campaign: Campaign, step: Step) -> Composed:
                                referral_count=sample["referral_count"],
                                last_referral_date=sample["last_referral_date"],
                                touch_count=sample["touch_count"])
-    message_id = make_message_id(0, app.settings.secret_key, app.settings.sender_domain)
+    message_id = make_message_id(0, step.id, "", app.settings.secret_key,
+                                 app.settings.sender_domain)
     rendered, message = compose(
         app, campaign, step, context, to_name=f"{contact['first_name']} {contact['last_name']}",
         to_email=contact["email"], message_id=message_id,

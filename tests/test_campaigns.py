@@ -212,7 +212,7 @@ def test_unknown_key_without_a_close_match(folder: Path, templates: Path) -> Non
     path = write(folder, "care.yaml", PARTNER_CARE.replace("steps:", "colour: blue\nsteps:"))
     assert file_problems(path, templates) == [(4, "colour", (
         '"colour" is not a field here; expected one of: id, name, description, audience, '
-        "stop_on, send_window, on_referral, steps"))]
+        "stop_on, send_window, on_referral, steps, repeat_from"))]
 
 
 def test_bad_duration(folder: Path, templates: Path) -> None:
