@@ -94,10 +94,10 @@ def parse_strict(html: str) -> StrictHTML:
 
 
 # The shipped templates ------------------------------------------------------------------------
-def test_all_seven_templates_ship() -> None:
-    assert set(SHIPPED) == {"appreciation.mjml", "open-question.mjml", "check-in.mjml",
-                            "article-share.mjml", "book-suggestion.mjml", "thank-you.mjml",
-                            "partner-check-in.mjml"}
+def test_all_nine_templates_ship() -> None:
+    assert set(SHIPPED) == {"appreciation.mjml", "open-question.mjml", "question-follow-up.mjml",
+                            "check-in.mjml", "article-share.mjml", "book-suggestion.mjml",
+                            "coffee.mjml", "thank-you.mjml", "partner-check-in.mjml"}
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["full", "sparse"])
