@@ -11,6 +11,7 @@ Only for a contact not enrolled yet can it differ: the enrollment is made up for
 
 For ``--sample`` nobody in the database is involved: the sample contact of ``nurture
 validate``, the first library item it would be given, and the same rendering and message code.
+A step with ``thread:`` is shown as the reply it usually is, as if the earlier steps were sent.
 
 Each step gives ``CAMPAIGN.STEP.html``, ``.txt`` and ``.eml``: the HTML part, the text part and
 the whole message, byte for byte what the outbox transport would write (apart from the Date).
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from .app import Nurture
 from .campaigns import Campaign, Step, round_key
-from .compose import Composed, compose, compose_touch, template_context
+from .compose import Composed, Thread, compose, compose_touch, template_context
 from .contacts import get_contact
 from .errors import NotFound, NurtureError
 from .library import library_for, pick
@@ -104,6 +105,14 @@ def _for_contact(app: Nurture, session: Session, campaign: Campaign, steps: list
 
 
 def _sample(app: Nurture, campaign: Campaign, step: Step) -> Composed:
+    thread = None
+    if step.thread:  # as if the earlier step had been sent to the sample contact
+        parent = _sample(app, campaign, campaign.step(step.thread))
+        if parent.message is not None and parent.rendered is not None:
+            subject, parent_id = parent.rendered.subject, str(parent.message["Message-ID"])
+            thread = Thread(subject if subject.casefold().startswith("re:") else f"Re: {subject}",
+                            parent_id,
+                            (*(parent.thread.references if parent.thread else ()), parent_id))
     sample = sample_context(practice=app.practice_view(), sender=app.sender_view())
     contact = sample["contact"]
     item = None
@@ -122,8 +131,8 @@ def _sample(app: Nurture, campaign: Campaign, step: Step) -> Composed:
     rendered, message = compose(
         app, campaign, step, context, to_name=f"{contact['first_name']} {contact['last_name']}",
         to_email=contact["email"], message_id=message_id,
-        unsubscribe_mailto=unsubscribe_mailto(app.settings, 0), thread=None, date=app.now())
-    return Composed(message, rendered, item)
+        unsubscribe_mailto=unsubscribe_mailto(app.settings, 0), thread=thread, date=app.now())
+    return Composed(message, rendered, item, thread)
 
 
 def _write(out: Path, campaign: Campaign, step: Step, composed: Composed) -> Preview:

@@ -168,8 +168,10 @@ def test_a_step_with_nothing_left_previews_as_skipped(project: Nurture, clock: F
 
 
 def test_sample_previews_of_the_shipped_campaigns(app: Nurture, tmp_path: Path) -> None:
+    subjects = {}
     for campaign in ("referral-outreach", "partner-care"):
         for result in preview(app, campaign, out=tmp_path / "p"):
+            subjects[campaign, result.step] = result.subject
             html_path, text_path, eml_path = result.files
             html = html_path.read_text(encoding="utf-8")
             text = text_path.read_text(encoding="utf-8")
@@ -181,6 +183,30 @@ def test_sample_previews_of_the_shipped_campaigns(app: Nurture, tmp_path: Path) 
             if result.item:
                 item = load_library(REPO / "campaigns").get(result.item)
                 assert item is not None and item.url in hrefs
+    # The outreach's follow-ups reply in the thread of the note they continue.
+    assert subjects["referral-outreach", "question-follow-up"] == "Re: A question for you, Dana"
+    assert subjects["referral-outreach", "coffee"] == (
+        "Re: Thank you for what you do at Lakeside Orthopedics")
+
+
+def test_a_sample_preview_of_a_threaded_step_is_the_reply(project: Nurture,
+                                                          tmp_path: Path) -> None:
+    """With --sample the earlier steps count as sent, so a threaded step shows as the reply it
+    will usually be: Re: the first subject, and the chain of Message-IDs."""
+    results = {r.step: r for r in preview(project, "threaded", out=tmp_path / "p")}
+    parsed = {step: email.message_from_bytes(r.files[2].read_bytes(), policy=email.policy.default)
+              for step, r in results.items()}
+    ids = {step: m["Message-ID"] for step, m in parsed.items()}
+    assert [(step, m["Subject"]) for step, m in parsed.items()] == [
+        ("hello", "Hello Dana"), ("follow", "Re: Hello Dana"), ("again", "Re: Hello Dana"),
+        ("fresh", "Something new")]
+    assert parsed["follow"]["In-Reply-To"] == parsed["follow"]["References"] == ids["hello"]
+    assert parsed["again"]["In-Reply-To"] == ids["follow"]
+    assert parsed["again"]["References"] == f"{ids['hello']} {ids['follow']}"
+    assert "In-Reply-To" not in parsed["hello"] and "References" not in parsed["fresh"]
+    assert len(set(ids.values())) == 4
+    alone = {r.step: r.subject for r in preview(project, "threaded", "again", out=tmp_path / "q")}
+    assert alone == {"again": "Re: Hello Dana"}  # previewed on its own, still the reply
 
 
 PRACTICE = {"name": "Harbor Physical Therapy", "address": "48 Dock Street\nPortland, ME 04101",
