@@ -14,6 +14,10 @@ A step may also pick an item from the content library (``content: {kind: article
 :mod:`nurture.library`), show it in another layout (``layout: card``: ``templates/_card.mjml``)
 and be sent as a reply to an earlier step (``thread: hello``). Whether the library has items of
 that kind is checked by ``nurture validate``, which reads both.
+
+A campaign that keeps a relationship going for years says ``repeat_from: <step id>``: after its
+last step the sequence goes on at that step again, round after round, until the enrollment
+stops. Each pass is a *round*; a touch's round is part of its identity (see :func:`round_key`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,28 @@ from nurture.yamlfile import line_of, parse, pydantic_problems
 SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 RESERVED_FILES = frozenset({"library.yaml", "library.yml"})  # the content library
 MATCH_DEFAULT = ("interests", "role")
+#: The trigger key of a sequence touch after the first round: "round-2", "round-3"...
+ROUND_PREFIX = "round-"
+
+
+def round_key(round_: int) -> str:
+    """The trigger key of a sequence touch in round ``round_`` (1 is the first pass: "").
+
+    A touch is unique per (enrollment, step, trigger key), so the round is what tells the
+    second "check-in" of a repeating campaign from the first one. Triggered touches (a
+    thank-you) use another key, the occasion (a date), which never starts with "round-".
+    """
+    return "" if round_ == 1 else f"{ROUND_PREFIX}{round_}"
+
+
+def round_of(trigger_key: str) -> int | None:
+    """The round of a sequence touch from its trigger key; None for a triggered touch."""
+    if trigger_key == "":
+        return 1
+    number = trigger_key.removeprefix(ROUND_PREFIX)
+    if number != trigger_key and number.isdigit() and int(number) >= 2:
+        return int(number)
+    return None
 
 
 @dataclass(frozen=True)
@@ -88,6 +114,7 @@ class Campaign:
     steps: tuple[Step, ...]
     source: Path
     content_hash: str
+    repeat_from: str | None = None  # the step each new round starts at; None: no rounds
 
     def sequence(self) -> tuple[Step, ...]:
         """The steps everyone receives in turn, leaving out the trigger_only ones."""
@@ -112,6 +139,19 @@ class Campaign:
         if current.trigger_only or current is sequence[-1]:
             return None
         return sequence[sequence.index(current) + 1]
+
+    def following(self, step_id: str, round_: int) -> tuple[Step, int] | None:
+        """The sequence step after ``step_id`` in round ``round_``, with its round.
+
+        After the last step a repeating campaign starts the next round at ``repeat_from``;
+        any other ends (None).
+        """
+        following = self.next_step(step_id)
+        if following is not None:
+            return following, round_
+        if self.repeat_from is not None and not self.step(step_id).trigger_only:
+            return self.step(self.repeat_from), round_ + 1
+        return None
 
 
 def load_campaign_file(path: Path, templates_dir: Path) -> Campaign:
@@ -245,6 +285,7 @@ class _RawCampaign(_Strict):
     send_window: _RawWindow | None = None
     on_referral: _RawOnReferral | None = None
     steps: Annotated[list[_RawStep], Field(min_length=1)]
+    repeat_from: Slug | None = None
 
 
 # The model of the mapping at a path (list indexes left out), to name the fields it takes.
@@ -280,6 +321,7 @@ def _cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
             found.append((f"steps[{i}].wait", "a trigger_only step is sent as soon as the send "
                                               "window allows; remove the wait"))
     found += _step_links(steps, ids)
+    found += _repeat(data.get("repeat_from"), steps, ids)
     if isinstance(on_referral := data.get("on_referral"), dict):
         send, enroll = on_referral.get("send"), on_referral.get("then_enroll")
         if send is None and enroll is None:
@@ -311,6 +353,23 @@ def _step_links(steps: list[dict[str, Any]], ids: dict[str, int]) -> list[tuple[
             found.append((f"steps[{i}].layout", "the card layout shows an item from the library; "
                           "add content: {kind: article} (or book), or use layout: personal"))
     return found
+
+
+def _repeat(target: Any, steps: list[dict[str, Any]], ids: dict[str, int]
+            ) -> list[tuple[str, str]]:
+    """``repeat_from`` names a step of the sequence that waits: a round starts with it."""
+    if not isinstance(target, str):
+        return []
+    if target not in ids:
+        return [("repeat_from", f'no step has id "{target}"{_hint(target, list(ids))}')]
+    step = steps[ids[target]]
+    if step.get("trigger_only") is True:
+        return [("repeat_from", f'step "{target}" is trigger_only; a round repeats steps of '
+                 "the sequence")]
+    if step.get("wait") is None:
+        return [("repeat_from", f'step "{target}" has no wait, so a new round would follow '
+                 f'the last step at once; give steps[{ids[target]}] a wait, e.g. "6 weeks"')]
+    return []
 
 
 # -- one file, through the three layers -------------------------------------------------------
@@ -381,4 +440,5 @@ def _build(raw: _RawCampaign, lines: dict[str, int], source: Path, digest: str) 
         for i, s in enumerate(raw.steps)
     )
     return Campaign(raw.id, raw.name, raw.description, tuple(raw.audience.tags),
-                    frozenset(raw.stop_on), window, referral, steps, source, digest)
+                    frozenset(raw.stop_on), window, referral, steps, source, digest,
+                    raw.repeat_from)

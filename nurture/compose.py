@@ -93,8 +93,8 @@ def compose_touch(app: Nurture, session: Session, touch: Touch) -> Composed:
                                    last_referral_date=last_referral_date,
                                    touch_count=touches_sent or 0)
         thread = find_thread(session, touch, campaign, step)
-        message_id = make_message_id(touch.id, app.settings.secret_key,
-                                     app.settings.sender_domain)
+        message_id = make_message_id(touch.enrollment_id, touch.step_id, touch.trigger_key,
+                                     app.settings.secret_key, app.settings.sender_domain)
         to_name = " ".join(p for p in (contact.first_name, contact.last_name) if p)
         rendered, message = compose(app, campaign, step, context, to_name=to_name,
                                     to_email=contact.email, message_id=message_id,

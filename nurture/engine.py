@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from .app import Nurture
-from .campaigns import Campaign, Step
+from .campaigns import ROUND_PREFIX, Campaign, Step, round_key, round_of
 from .contacts import find_contacts, normalize_email
 from .errors import NotFound, NurtureError
 from .models import (
@@ -38,6 +38,10 @@ from .schedule import due_at
 MAX_BATCHES_PER_TICK = 200
 
 ALWAYS_STOP = ("unsubscribe", "bounce")
+
+#: Touches of the sequence (any round), as opposed to triggered ones such as a thank-you:
+#: a reply or referral cancels them, an out-of-office moves them (see campaigns.round_key).
+IN_SEQUENCE = or_(Touch.trigger_key == "", Touch.trigger_key.startswith(ROUND_PREFIX))
 
 
 class Dispatcher(Protocol):
@@ -63,12 +67,14 @@ def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment: E
                trigger_key: str = "") -> Touch | None:
     """Plan ``step`` for ``enrollment``; None if that (enrollment, step, trigger) already exists.
 
-    A triggered step (a thank-you) ignores the step's wait: it goes out as soon as the window
-    allows.
+    ``trigger_key`` is the round for a sequence step (:func:`nurture.campaigns.round_key`) and
+    the occasion for a triggered one (a thank-you), which ignores the step's wait: it goes out as
+    soon as the window allows.
     """
     window = campaign.send_window
     zone = app.zone_for(contact.timezone, window.timezone if window else None)
-    due = due_at(after, None if trigger_key else step.wait, window, zone)
+    wait = step.wait if round_of(trigger_key) is not None else None
+    due = due_at(after, wait, window, zone)
     touch = Touch(enrollment_id=enrollment.id, step_id=step.id, trigger_key=trigger_key,
                   state=TouchState.SCHEDULED, due_at=due, created_at=app.now())
     try:
@@ -80,7 +86,9 @@ def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment: E
 
 
 def advance(app: Nurture, session: Session, touch: Touch, sent_at: datetime) -> Touch | None:
-    """After a sequence step went out, plan the next one, or complete the enrollment.
+    """After a sequence step went out (or was skipped), plan the next one, or complete the
+    enrollment. A repeating campaign never completes: its last step is followed by the next
+    round's first (:meth:`nurture.campaigns.Campaign.following`).
 
     The enrollment is read under a row lock, so a stop committed meanwhile is seen and kept.
     """
@@ -88,15 +96,18 @@ def advance(app: Nurture, session: Session, touch: Touch, sent_at: datetime) -> 
                                  .with_for_update(of=Enrollment)
                                  .execution_options(populate_existing=True)).one()
     campaign = app.campaigns.get(enrollment.campaign_id)
-    if touch.trigger_key or campaign is None or enrollment.state != EnrollmentState.ACTIVE:
+    round_ = round_of(touch.trigger_key)
+    if round_ is None or campaign is None or enrollment.state != EnrollmentState.ACTIVE:
         return None
-    following = campaign.next_step(touch.step_id)
+    following = campaign.following(touch.step_id, round_)
     if following is None:
         enrollment.state, enrollment.ended_at = EnrollmentState.COMPLETED, sent_at
         log_event(session, sent_at, "enrollment_completed", contact_id=enrollment.contact_id,
                   enrollment_id=enrollment.id, campaign=campaign.id)
         return None
-    return plan_touch(app, session, campaign, enrollment, enrollment.contact, following, sent_at)
+    step, round_ = following
+    return plan_touch(app, session, campaign, enrollment, enrollment.contact, step, sent_at,
+                      round_key(round_))
 
 
 # Enrolling ----------------------------------------------------------------------------------
@@ -185,7 +196,7 @@ def stop_contact(app: Nurture, session: Session, contact: Contact, kind: str) ->
                       enrollment_id=enrollment.id, campaign=enrollment.campaign_id, reason=kind)
     if stopped:
         cancel = (update(Touch).where(Touch.enrollment_id.in_([e.id for e in stopped]),
-                                      Touch.state.in_(PENDING), Touch.trigger_key == "")
+                                      Touch.state.in_(PENDING), IN_SEQUENCE)
                   .values(state=TouchState.CANCELLED, reason=f"stopped by {kind}"))
         session.execute(cancel)
     if kind in ALWAYS_STOP:
@@ -346,7 +357,7 @@ def pause_contact(app: Nurture, session: Session, contact: Contact, until: datet
                                          Enrollment.state == EnrollmentState.ACTIVE)
     moved = session.scalars(
         update(Touch).where(Touch.enrollment_id.in_(active), Touch.state.in_(PENDING),
-                            Touch.trigger_key == "", Touch.due_at < until)
+                            IN_SEQUENCE, Touch.due_at < until)
         .values(due_at=until).returning(Touch.id)).all()
     log_event(session, app.now(), "contact_paused", contact_id=contact.id, until=until,
               touches=sorted(moved))

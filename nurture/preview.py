@@ -3,11 +3,15 @@
 For a real contact (``--contact EMAIL``) each step goes through :func:`nurture.compose.
 compose_touch`, the function the sender calls, inside a transaction that is always rolled
 back: the same touch (so the same Message-ID), the same library item the send would pick, the
-same thread, the same counts. Nothing is recorded. A step the contact has no touch for yet (not
-planned, or not enrolled) gets a temporary one, which only its Message-ID can tell apart.
+same thread, the same counts. Nothing is recorded. A step the contact has no touch for yet gets a
+temporary one with the key the real one will have: round one of the sequence, or for a
+triggered step (a thank-you) a referral recorded today. The Message-ID derives from that key
+(:func:`nurture.render.make_message_id`), so the preview is the later send apart from the Date.
+Only for a contact not enrolled yet can it differ: the enrollment is made up for the preview.
 
 For ``--sample`` nobody in the database is involved: the sample contact of ``nurture
 validate``, the first library item it would be given, and the same rendering and message code.
+A step with ``thread:`` is shown as the reply it usually is, as if the earlier steps were sent.
 
 Each step gives ``CAMPAIGN.STEP.html``, ``.txt`` and ``.eml``: the HTML part, the text part and
 the whole message, byte for byte what the outbox transport would write (apart from the Date).
@@ -22,12 +26,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .app import Nurture
-from .campaigns import Campaign, Step
-from .compose import Composed, compose, compose_touch, template_context
+from .campaigns import Campaign, Step, round_key
+from .compose import Composed, Thread, compose, compose_touch, template_context
 from .contacts import get_contact
 from .errors import NotFound, NurtureError
 from .library import library_for, pick
 from .models import Enrollment, EnrollmentState, Touch, TouchState
+from .referrals import referral_day
 from .render import make_message_id, sample_context, wire_bytes
 from .unsubscribe import unsubscribe_mailto, unsubscribe_url
 
@@ -89,7 +94,8 @@ def _for_contact(app: Nurture, session: Session, campaign: Campaign, steps: list
             Touch.enrollment_id == enrollment.id, Touch.step_id == step.id)
             .order_by(Touch.id.desc()).limit(1))
         if touch is None:
-            touch = Touch(enrollment_id=enrollment.id, step_id=step.id, trigger_key="preview",
+            key = referral_day(app).isoformat() if step.trigger_only else round_key(1)
+            touch = Touch(enrollment_id=enrollment.id, step_id=step.id, trigger_key=key,
                           state=TouchState.SCHEDULED, due_at=app.now(), created_at=app.now())
             session.add(touch)
             session.flush()
@@ -98,6 +104,14 @@ def _for_contact(app: Nurture, session: Session, campaign: Campaign, steps: list
 
 
 def _sample(app: Nurture, campaign: Campaign, step: Step) -> Composed:
+    thread = None
+    if step.thread:  # as if the earlier step had been sent to the sample contact
+        parent = _sample(app, campaign, campaign.step(step.thread))
+        if parent.message is not None and parent.rendered is not None:
+            subject, parent_id = parent.rendered.subject, str(parent.message["Message-ID"])
+            thread = Thread(subject if subject.casefold().startswith("re:") else f"Re: {subject}",
+                            parent_id,
+                            (*(parent.thread.references if parent.thread else ()), parent_id))
     sample = sample_context(practice=app.practice_view(), sender=app.sender_view())
     contact = sample["contact"]
     item = None
@@ -111,12 +125,13 @@ def _sample(app: Nurture, campaign: Campaign, step: Step) -> Composed:
                                referral_count=sample["referral_count"],
                                last_referral_date=sample["last_referral_date"],
                                touch_count=sample["touch_count"])
-    message_id = make_message_id(0, app.settings.secret_key, app.settings.sender_domain)
+    message_id = make_message_id(0, step.id, "", app.settings.secret_key,
+                                 app.settings.sender_domain)
     rendered, message = compose(
         app, campaign, step, context, to_name=f"{contact['first_name']} {contact['last_name']}",
         to_email=contact["email"], message_id=message_id,
-        unsubscribe_mailto=unsubscribe_mailto(app.settings, 0), thread=None, date=app.now())
-    return Composed(message, rendered, item)
+        unsubscribe_mailto=unsubscribe_mailto(app.settings, 0), thread=thread, date=app.now())
+    return Composed(message, rendered, item, thread)
 
 
 def _write(out: Path, campaign: Campaign, step: Step, composed: Composed) -> Preview:

@@ -22,6 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .app import Nurture
+from .campaigns import Campaign
 from .conflicts import retry_conflicts
 from .contacts import get_or_create_contact
 from .engine import enroll_contact, log_event, plan_touch, stop_contact
@@ -93,7 +94,7 @@ def record_referral(app: Nurture, session: Session, email: str, on: date,
     result = ReferralResult(contact.email, new_contact=created)
     session.add(Referral(contact_id=contact.id, referred_on=on, external_ref=external_ref,
                          source=source, recorded_at=now))
-    thanking = _thanking_enrollments(app, session, contact.id)
+    thanking = _thanking_enrollments(app, session, contact, result)
     result.stopped = [e.campaign_id for e in stop_contact(app, session, contact, "referral")]
     key = on.isoformat()
     thanked = session.scalar(select(Touch.id).join(Touch.enrollment).where(
@@ -116,18 +117,40 @@ def record_referral(app: Nurture, session: Session, email: str, on: date,
     return result
 
 
-def _thanking_enrollments(app: Nurture, session: Session, contact_id: int) -> list[Enrollment]:
+def _thanking_enrollments(app: Nurture, session: Session, contact: Contact,
+                          result: ReferralResult) -> list[Enrollment]:
     """Whose ``on_referral`` answers this referral (asked before the referral stops any).
 
     The running enrollments whose campaign has an ``on_referral`` rule. If none is, the
     most recent one with an ``on_referral`` rule, in any state: a source who replied last month,
     or finished the sequence, still deserves a thank-you when they refer.
     """
-    mine = session.scalars(select(Enrollment).where(Enrollment.contact_id == contact_id)
+    mine = session.scalars(select(Enrollment).where(Enrollment.contact_id == contact.id)
                            .order_by(Enrollment.id)).all()
     rules = [e for e in mine if (c := app.campaigns.get(e.campaign_id)) and c.on_referral]
     running = [e for e in rules if e.state == EnrollmentState.ACTIVE]
-    return running or rules[-1:]
+    if running or rules:
+        return running or rules[-1:]
+    # A source no campaign knows yet (new, or never enrolled) goes straight to long-term care,
+    # whose own on_referral thanks them.
+    care = care_campaign(app)
+    if care is None or not enroll_contact(app, session, care, contact):
+        return []  # no such campaign, or they are unsubscribed or bounced
+    result.enrolled.append(care.id)
+    return list(session.scalars(select(Enrollment).where(
+        Enrollment.contact_id == contact.id, Enrollment.campaign_id == care.id)))
+
+
+def care_campaign(app: Nurture) -> Campaign | None:
+    """The long-term care campaign: the one that campaigns move their referring sources into
+    (``on_referral: then_enroll``) and that thanks for referrals itself. None unless exactly one
+    campaign is that (the shipped ones: ``partner-care``)."""
+    campaigns = app.campaigns
+    targets = {c.on_referral.then_enroll for c in campaigns.values()
+               if c.on_referral and c.on_referral.then_enroll}
+    found = [campaigns[t] for t in sorted(targets)
+             if t in campaigns and campaigns[t].on_referral and campaigns[t].on_referral.send]
+    return found[0] if len(found) == 1 else None
 
 
 # Telling the owner ------------------------------------------------------------------------------

@@ -384,12 +384,23 @@ def sparse_context(context: Mapping[str, Any]) -> dict[str, Any]:
 
 
 # Messages -----------------------------------------------------------------------------------
-def make_message_id(touch_id: int, secret: str, domain: str) -> str:
-    """The Message-ID of a touch: derived from its row, unguessable without the secret."""
+def make_message_id(enrollment_id: int, step_id: str, trigger_key: str, secret: str,
+                    domain: str) -> str:
+    """The Message-ID of a touch, from what identifies its send (the touch's unique key).
+
+    Not from the row's id: a preview of a step not planned yet (``nurture preview``) must carry
+    the Message-ID the real send will, and a resend (``nurture resolve --resend``) the one
+    already sent, so that a copy that did arrive threads as the same message. The key is
+    written out, so two touches never share one; the HMAC makes it unguessable without the
+    secret key.
+    """
     if not re.fullmatch(r"[A-Za-z0-9.-]+", domain):
         raise ValueError(f"{domain!r} is not a domain a Message-ID can use")
-    digest = hmac.new(secret.encode(), str(touch_id).encode(), hashlib.sha256).hexdigest()
-    return f"<nurture.{touch_id}.{digest[:12]}@{domain}>"
+    parts = [str(enrollment_id), step_id, *([trigger_key] if trigger_key else [])]
+    if not all(re.fullmatch(r"[A-Za-z0-9-]+", part) for part in parts):
+        raise ValueError(f"{parts!r} cannot be written into a Message-ID")
+    digest = hmac.new(secret.encode(), "\0".join(parts).encode(), hashlib.sha256).hexdigest()
+    return f"<nurture.{'.'.join(parts)}.{digest[:12]}@{domain}>"
 
 
 def _one_click_url(url: str) -> str:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from jinja2 import StrictUndefined, Template, nodes
+from jinja2 import StrictUndefined, Template, Undefined, nodes
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context, LoopContext
@@ -107,6 +107,15 @@ class _GuardedCodeGenerator(CodeGenerator):
         self.write(")))")
 
 
+def _default(value: Any, default_value: Any = "", boolean: bool = False) -> Any:
+    """Jinja's ``default``, except that an empty field is missing too: a contact's optional
+    fields are empty strings, and ``{{ contact.first_name | default("there") }}`` must say
+    "there" for a contact without a first name."""
+    if isinstance(value, Undefined) or value is None or value == "" or (boolean and not value):
+        return default_value
+    return value
+
+
 class BoundedSandbox(ImmutableSandboxedEnvironment):
     """The sandbox every nurture template runs in; see the module docstring for the bounds."""
 
@@ -119,6 +128,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.max_size, self.max_iterations, self.max_seconds = max_size, max_iterations, max_seconds
         self.globals.pop("lipsum", None)
         self.globals["range"] = self._range
+        self.filters["default"] = self.filters["d"] = _default
         self.filters = {name: self._guard(name, f) for name, f in self.filters.items()}
         self.concat = self._concat  # {% set %} blocks, macros and call blocks join through this
 

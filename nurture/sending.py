@@ -23,6 +23,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, defaultload
 
 from .app import Nurture
+from .campaigns import round_of
 from .compose import compose_touch
 from .delivery import (
     DeliveryError,
@@ -146,13 +147,16 @@ def _claim(app: Nurture, touch_id: int, owners: tuple[int, int] | None,
             report.skipped.append(touch_id)
             return None
         try:
-            return _compose(app, session, touch)
+            message = _compose(app, session, touch)
         except TemplateError as exc:
             touch.state, touch.reason = TouchState.FAILED, str(exc)
             log_event(session, now, "touch_failed", touch_id=touch.id,
                       enrollment_id=touch.enrollment_id, why=str(exc))
             report.failed.append(touch_id)
             return None
+        if message is None:
+            report.skipped.append(touch_id)  # nothing left in the library for this contact
+        return message
 
 
 def _load(session: Session, touch_id: int) -> Touch:
@@ -194,7 +198,8 @@ def _recheck(app: Nurture, session: Session, touch: Touch) -> str | None:
         campaign.step(touch.step_id)
     except KeyError:
         return f"step {touch.step_id!r} was removed from campaign {campaign.id!r}"
-    if not touch.trigger_key and enrollment.state != EnrollmentState.ACTIVE:
+    sequence = round_of(touch.trigger_key) is not None  # not a triggered thank-you
+    if sequence and enrollment.state != EnrollmentState.ACTIVE:
         return f"enrollment {enrollment.state} ({enrollment.stop_reason or 'done'})"
     window = campaign.send_window
     zone = app.zone_for(contact.timezone, window.timezone if window else None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from nurture.campaigns import Campaign, load_campaign_file, load_campaigns
+from nurture.campaigns import Campaign, load_campaign_file, load_campaigns, round_key, round_of
 from nurture.errors import CampaignError, Problem
 from nurture.schedule import SendWindow, Wait
 
@@ -212,7 +212,7 @@ def test_unknown_key_without_a_close_match(folder: Path, templates: Path) -> Non
     path = write(folder, "care.yaml", PARTNER_CARE.replace("steps:", "colour: blue\nsteps:"))
     assert file_problems(path, templates) == [(4, "colour", (
         '"colour" is not a field here; expected one of: id, name, description, audience, '
-        "stop_on, send_window, on_referral, steps"))]
+        "stop_on, send_window, on_referral, steps, repeat_from"))]
 
 
 def test_bad_duration(folder: Path, templates: Path) -> None:
@@ -294,6 +294,67 @@ def test_step_rules(folder: Path, templates: Path) -> None:
         (6, "steps[0].wait", "a trigger_only step is sent as soon as the send window allows; "
                              "remove the wait"),
     ]
+
+
+# -- repeat_from: rounds for long-term care ---------------------------------------------------
+
+
+def test_repeat_from_starts_a_new_round_after_the_last_step(folder: Path,
+                                                             templates: Path) -> None:
+    text = PARTNER_CARE.replace("steps:", "repeat_from: check-in\nsteps:")
+    care = load_campaign_file(write(folder, "care.yaml", text), templates)
+    assert care.repeat_from == "check-in"
+    assert care.next_step("article") is None  # the sequence itself still ends there...
+    check_in, article = care.steps
+    assert care.following("check-in", 1) == (article, 1)
+    assert care.following("article", 1) == (check_in, 2)  # ...and the next round begins
+    assert care.following("article", 7) == (check_in, 8)
+    outreach = load_campaign_file(write(folder, "outreach.yaml", OUTREACH), templates)
+    assert outreach.repeat_from is None and outreach.following("question", 1) is None
+    assert outreach.following("thank-you", 1) is None
+
+
+def test_a_round_is_part_of_a_touch_key() -> None:
+    assert [round_key(n) for n in (1, 2, 10)] == ["", "round-2", "round-10"]
+    assert [round_of(round_key(n)) for n in (1, 2, 10)] == [1, 2, 10]
+    for triggered in ("2026-12-07", "round-", "round-1", "round-x", "rounds-2", "preview"):
+        assert round_of(triggered) is None, triggered
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ("repeat_from: chek-in", 'no step has id "chek-in"; did you mean "check-in"?'),
+    ("repeat_from: thanks", 'step "thanks" is trigger_only; a round repeats steps of the '
+                            "sequence"),
+    ("repeat_from: hello", 'step "hello" has no wait, so a new round would follow the last '
+                           'step at once; give steps[0] a wait, e.g. "6 weeks"'),
+    ("repeat_from: Check-In", '"Check-In" is not an id; use lowercase letters, digits and '
+                              "hyphens"),
+    ("repeat_from: [check-in]", "must be text"),
+])
+def test_repeat_from_names_a_step_that_waits(folder: Path, templates: Path, change: str,
+                                             message: str) -> None:
+    text = """\
+        id: care
+        name: Care
+        {change}
+        steps:
+          - id: hello
+            subject: Hi
+            template: appreciation.mjml
+          - id: check-in
+            wait: 6 weeks
+            subject: How are things?
+            template: care/check-in.mjml
+          - id: thanks
+            trigger_only: true
+            subject: Thanks
+            template: thank-you.mjml
+        """.replace("{change}", change)
+    path = write(folder, "care.yaml", text)
+    assert file_problems(path, templates) == [(3, "repeat_from", message)]
+    fixed = text.replace(change, "repeat_from: check-in")
+    assert load_campaign_file(write(folder, "care.yaml", fixed), templates).repeat_from == (
+        "check-in")
 
 
 # -- several problems, several files ----------------------------------------------------------

@@ -2,7 +2,8 @@
 
 The clock is the only fake. Every hour of the four weeks a real tick runs against the test
 database and a real RQ worker (burst mode) sends what was queued to a real SMTP server. One
-contact replies, another refers a patient, a third hears the sequence as planned.
+contact replies, another refers a patient, a third hears the sequence as planned, including a
+follow-up sent as a reply in the thread of an earlier note.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ def test_four_weeks_reply_stops_referral_thanks(sim_app, smtp_sink, tmp_path: Pa
         utc(2026, 12, 16, 20): lambda: add_referral(app, "sam@ironworks.example",
                                                     external_ref="EHR-1001"),
     }
-    Simulation(app, clock, connection).run_until(utc(2027, 1, 4, 14), events)
+    Simulation(app, clock, connection).run_until(utc(2027, 1, 4, 17), events)
 
     got = [(parsedate_to_datetime(m["Date"]).astimezone(UTC), m["To"], m["Subject"])
            for m in smtp_sink.messages]
@@ -101,16 +102,28 @@ def test_four_weeks_reply_stops_referral_thanks(sim_app, smtp_sink, tmp_path: Pa
         (utc(2026, 12, 14, 15), "Sam Ortiz <sam@ironworks.example>", "A question for you, Sam"),
         (utc(2026, 12, 14, 17), "Pat Kim <pat@greenplate.example>", "A question for you, Pat"),
         (utc(2026, 12, 16, 20), "Sam Ortiz <sam@ironworks.example>", "Thank you, Sam"),
-        (utc(2026, 12, 28, 17), "Pat Kim <pat@greenplate.example>",
+        # The follow-up to the question is a reply in its thread, a week later.
+        (utc(2026, 12, 21, 17), "Pat Kim <pat@greenplate.example>", "Re: A question for you, Pat"),
+        (utc(2027, 1, 4, 17), "Pat Kim <pat@greenplate.example>",
          "Something I read that made me think of you"),
     ]
     # Each message went out once, with the Message-ID its row recorded.
     with app.db.transaction() as session:
         sent_ids = {t.message_id for t in session.query(Touch).filter_by(state="sent")}
+        pats = {t.step_id: t.message_id for t in session.query(Touch).join(Touch.enrollment)
+                .filter(Enrollment.contact.has(email="pat@greenplate.example"))}
         states = {(e.contact.email, e.campaign_id): (e.state, e.stop_reason)
                   for e in session.query(Enrollment)}
     assert {m["Message-ID"] for m in smtp_sink.messages} == sent_ids
-    assert len(sent_ids) == 8
+    assert len(sent_ids) == 9
+    # The threaded email cites the question's stored Message-ID; the others start no thread.
+    by_id = {m["Message-ID"]: m for m in smtp_sink.messages}
+    question, follow_up = by_id[pats["question"]], by_id[pats["question-follow-up"]]
+    assert question["Subject"] == "A question for you, Pat"
+    assert follow_up["In-Reply-To"] == follow_up["References"] == pats["question"]
+    threaded = [m["Message-ID"] for m in smtp_sink.messages if "In-Reply-To" in m]
+    assert threaded == [pats["question-follow-up"]]
+    assert all("References" not in m for m in smtp_sink.messages if m is not follow_up)
     assert states == {
         ("dr.lee@clinic.example", "referral-outreach"): ("stopped", "reply"),
         ("sam@ironworks.example", "referral-outreach"): ("stopped", "referral"),
@@ -120,7 +133,7 @@ def test_four_weeks_reply_stops_referral_thanks(sim_app, smtp_sink, tmp_path: Pa
     report = status(app)
     # Pat's check-in is next, two weeks after the article; Sam's partner-care starts in 6 weeks.
     assert [(line.email, line.step, line.at) for line in report.next] == [
-        ("pat@greenplate.example", "check-in", utc(2027, 1, 11, 17)),
+        ("pat@greenplate.example", "check-in", utc(2027, 1, 18, 17)),
         ("sam@ironworks.example", "check-in-1", utc(2027, 1, 27, 20)),
     ]
     assert report.attention == []

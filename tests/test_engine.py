@@ -27,16 +27,20 @@ from nurture.app import Nurture
 from nurture.clock import FakeClock
 from nurture.contacts import import_contacts
 from nurture.db import current_revision, head_revision, make_engine, open_database, upgrade
-from nurture.delivery import open_transport
-from nurture.engine import enroll, tick
+from nurture.delivery import UncertainDeliveryError, open_transport
+from nurture.engine import enroll, pause_contact, resolve_touch, tick
+from nurture.errors import NurtureError
 from nurture.inbox import record_reply
+from nurture.library import load_library
 from nurture.models import Contact, Enrollment, Event, Touch, TouchState
 from nurture.referrals import add_referral
+from nurture.render import make_message_id
 from nurture.report import status
 from nurture.sending import DeliveryReport, deliver
 from nurture.unsubscribe import unsubscribe
 from tests.conftest import REPO, make_settings
 from tests.smtp_sink import free_port
+from tests.test_library import Collect
 
 
 def utc(*args: int) -> datetime:
@@ -698,3 +702,157 @@ def test_referral_after_a_reply_is_thanked_even_while_another_campaign_runs(
     before = len(smtp_sink.messages)
     send_due(app)
     assert [m["Subject"] for m in smtp_sink.messages[before:]] == ["Thank you, Sam"]
+
+
+# Long-term care: rounds (repeat_from) ------------------------------------------------------------
+def send_until(app: Nurture, clock: FakeClock, end: datetime) -> None:
+    """Travel to each planned touch in turn and deliver it (sent or skipped), until ``end``."""
+    while due := [t.due_at for t in all_touches(app) if t.state == "scheduled"]:
+        if min(due) > end:
+            break
+        clock.set(max(clock.now(), min(due)))
+        send_due(app)
+        stuck = [t for t in all_touches(app) if t.state == "scheduled" and t.due_at <= clock.now()]
+        assert not stuck, [(t.step_id, t.trigger_key, t.reason) for t in stuck]
+
+
+def test_partner_care_goes_on_for_years_without_repeating_content(
+        project: Nurture, clock: FakeClock, smtp_sink: Any) -> None:
+    """The shipped partner-care repeats its steps round after round: five simulated years, a
+    referral in the middle, never an article or book twice, every touch its own identity, and
+    it ends only with an unsubscribe."""
+    add_contact(project, "a@clinic.example", first="Sam")
+    assert enroll(project, "partner-care", emails=["a@clinic.example"]).enrolled == [
+        "a@clinic.example"]
+    start = clock.now()
+    send_until(project, clock, start + timedelta(days=913))  # two and a half years
+    clock.advance(days=10)
+    referred = clock.now()
+    assert add_referral(project, "a@clinic.example").thank_you == ["partner-care/thank-you"]
+    send_until(project, clock, start + timedelta(days=5 * 365))
+    assert enrollments(project) == {("a@clinic.example", "partner-care"): ("active", None)}
+
+    touches = all_touches(project)
+    keys = [(t.step_id, t.trigger_key) for t in touches]
+    assert len(set(keys)) == len(keys)  # each round's touch is a touch of its own
+    rounds = [key for step, key in keys if step == "check-in-1"]
+    assert len(rounds) >= 9 and rounds[:3] == ["", "round-2", "round-3"]
+    assert rounds == ["", *[f"round-{n}" for n in range(2, len(rounds) + 1)]]
+    [thanks] = [t for t in touches if t.step_id == "thank-you"]
+    assert thanks.state == "sent" and thanks.trigger_key == referred.date().isoformat()
+    assert thanks.sent_at - referred < timedelta(days=5)  # promptly: the next Tue-Thu window
+
+    # Every message once, with the Message-ID of its key; every library item at most once.
+    sent = [t for t in touches if t.state == "sent"]
+    assert [m["Message-ID"] for m in smtp_sink.messages] == [t.message_id for t in sent]
+    settings = project.settings
+    assert all(t.message_id == make_message_id(t.enrollment_id, t.step_id, t.trigger_key,
+                                               settings.secret_key, settings.sender_domain)
+               for t in sent)
+    library = load_library(REPO / "campaigns")
+    shown = [item.url for m in smtp_sink.messages for item in library.items
+             if item.url in m.get_body(("plain",)).get_content()]
+    assert sorted(shown) == sorted(item.url for item in library.items)  # all, once each
+    # When the library has nothing left, the step is skipped and recorded; the check-ins go on.
+    skipped = [(t.step_id, t.reason) for t in touches if t.state == "skipped"]
+    assert skipped and set(skipped) == {("article-1", "no unsent article left"),
+                                        ("book-1", "no unsent book left")}
+    assert len(events(project, "touch_skipped")) == len(skipped)
+    check_ins = [t.sent_at for t in sent if t.step_id.startswith("check-in")]
+    assert max(b - a for a, b in zip(check_ins, check_ins[1:], strict=False)) < timedelta(
+        weeks=24)
+    care = [t for t in sent if t.step_id != "thank-you"]
+    gaps = [b.sent_at - a.sent_at for a, b in zip(care, care[1:], strict=False)]
+    assert min(gaps) >= timedelta(weeks=6) - timedelta(hours=1)  # a light touch, never a flood
+
+    # Only an unsubscribe (or a bounce) ends it, and the next round's touch is cancelled.
+    [pending] = [t for t in all_touches(project) if t.state == "scheduled"]
+    unsubscribe(project, "a@clinic.example")
+    assert one_touch(project, pending.id).state == "cancelled"
+    assert enrollments(project) == {("a@clinic.example", "partner-care"): ("stopped",
+                                                                          "unsubscribe")}
+    count = len(smtp_sink.messages)
+    clock.advance(weeks=30)
+    send_due(project)
+    assert len(smtp_sink.messages) == count
+
+
+LOOP = """\
+id: loop
+name: Repeats, stops on a reply
+stop_on: [reply]
+repeat_from: question
+steps:
+  - id: hello
+    subject: "Hello"
+    template: appreciation.mjml
+  - id: question
+    wait: 1 week
+    subject: "A question"
+    template: open-question.mjml
+  - id: check-in
+    wait: 1 week
+    subject: "How are things?"
+    template: check-in.mjml
+"""
+
+
+def test_later_rounds_are_paused_and_stopped_like_the_first(
+        open_app: Callable[..., Nurture], tmp_path: Path, clock: FakeClock,
+        smtp_sink: Any) -> None:
+    """A touch of round 2 is a sequence touch: an out-of-office moves it, a reply cancels it."""
+    folder = tmp_path / "loop"
+    folder.mkdir()
+    (folder / "loop.yaml").write_text(LOOP)
+    app = open_app(paths_campaigns=str(folder))
+    add_contact(app, "a@clinic.example")
+    enroll(app, "loop", emails=["a@clinic.example"])
+    send_until(app, clock, clock.now() + timedelta(weeks=2, days=1))
+    assert [(t.step_id, t.trigger_key, t.state) for t in all_touches(app)] == [
+        ("hello", "", "sent"), ("question", "", "sent"), ("check-in", "", "sent"),
+        ("question", "round-2", "scheduled")]  # round 2 starts at repeat_from, not at hello
+    [pending] = [t for t in all_touches(app) if t.state == "scheduled"]
+    until = pending.due_at + timedelta(days=10)
+    with app.db.transaction() as session:
+        contact = session.scalars(select(Contact)).one()
+        assert pause_contact(app, session, contact, until) == 1
+    assert one_touch(app, pending.id).due_at == until
+    record_reply(app, "a@clinic.example")
+    touch = one_touch(app, pending.id)
+    assert (touch.state, touch.reason) == ("cancelled", "stopped by reply")
+    assert enrollments(app) == {("a@clinic.example", "loop"): ("stopped", "reply")}
+
+
+def test_resolve_resend_keeps_the_message_id_and_sent_moves_the_sequence_on(
+        project: Nurture, clock: FakeClock, smtp_sink: Any) -> None:
+    """`nurture resolve --resend` sends the same row again: the Message-ID of its key, the one
+    the uncertain attempt carried, so a copy that did arrive is the same message. `--sent`
+    records it and plans the next step."""
+    add_contact(project, "a@clinic.example")
+    add_contact(project, "b@clinic.example", first="Sam")
+    enroll(project, "referral-outreach")
+    dispatcher = RecordingDispatcher()
+    tick(project, dispatcher)
+    transport = Collect()
+    by_email: dict[str, int] = {}
+    for touch_id in dispatcher.touch_ids:
+        transport.fail = UncertainDeliveryError("the server went away after DATA")
+        assert deliver(project, [touch_id], transport).uncertain == [touch_id]
+        by_email[one_touch(project, touch_id).enrollment.contact.email] = touch_id
+    resent, confirmed = by_email["a@clinic.example"], by_email["b@clinic.example"]
+    attempted = one_touch(project, resent).message_id
+    assert attempted is not None and transport.messages == []
+
+    resolve_touch(project, resent, sent=False)
+    resolve_touch(project, confirmed, sent=True)
+    assert send_due(project).sent == [resent]
+    [message] = smtp_sink.messages
+    touch = one_touch(project, resent)
+    assert message["Message-ID"] == touch.message_id == attempted
+    assert (touch.step_id, touch.trigger_key, touch.state) == ("hello", "", "sent")
+    assert [(t.enrollment_id, t.step_id, t.trigger_key, t.state) for t in all_touches(project)
+            if t.step_id == "question"] == [
+        (one_touch(project, confirmed).enrollment_id, "question", "", "scheduled"),
+        (touch.enrollment_id, "question", "", "scheduled")]
+    with pytest.raises(NurtureError, match="only uncertain or failed touches"):
+        resolve_touch(project, resent, sent=False)

@@ -24,8 +24,9 @@ from nurture.clock import FakeClock
 from nurture.delivery import OutboxTransport
 from nurture.engine import enroll
 from nurture.library import load_library
-from nurture.models import Base
+from nurture.models import Base, Touch
 from nurture.preview import preview
+from nurture.referrals import add_referral
 from nurture.render import Renderer, sample_context, sparse_context
 from tests.conftest import REPO
 from tests.test_library import SHARE, Collect, add_contact, open_project, run_days, send_due
@@ -48,10 +49,25 @@ def snapshot(app: Nurture) -> dict[str, list[Any]]:
                 for table in Base.metadata.sorted_tables}
 
 
+THANKS = """\
+id: thanks
+name: Thanks
+on_referral: {send: thank-you}
+steps:
+  - id: hello
+    subject: Hello
+    template: appreciation.mjml
+  - id: thank-you
+    trigger_only: true
+    subject: "Thank you, {{ contact.first_name }}"
+    template: thank-you.mjml
+"""
+
+
 @pytest.fixture
 def project(tmp_path: Path, database_url: str, clock: FakeClock) -> Any:
     app = open_project(tmp_path, database_url, clock,
-                       {"share.yaml": SHARE, "threaded.yaml": THREADED})
+                       {"share.yaml": SHARE, "threaded.yaml": THREADED, "thanks.yaml": THANKS})
     yield app
     app.close()
 
@@ -91,6 +107,40 @@ def test_a_preview_is_the_send_byte_for_byte(project: Nurture, clock: FakeClock,
     assert part(parsed, "plain") == text
 
 
+def test_a_step_not_planned_yet_previews_as_its_later_send(project: Nurture, clock: FakeClock,
+                                                            tmp_path: Path) -> None:
+    """No touch exists yet for a step three days ahead, nor for a thank-you no referral has
+    asked for: the preview still carries the Message-ID the real send will, so the files are
+    the later send's, byte for byte apart from the Date."""
+    add_contact(project, "s@clinic.example")
+    add_contact(project, "t@gym.example", first="Sam")
+    enroll(project, "threaded", emails=["s@clinic.example"])
+    enroll(project, "thanks", emails=["t@gym.example"])
+    before = snapshot(project)
+    [fresh] = preview(project, "threaded", "fresh", email="s@clinic.example", out=tmp_path / "p")
+    [thanks] = preview(project, "thanks", "thank-you", email="t@gym.example", out=tmp_path / "p")
+    assert snapshot(project) == before  # no touch was planned by the preview
+
+    outbox = OutboxTransport(tmp_path / "outbox")
+    send_due(project, outbox)  # both hellos
+    clock.advance(hours=2)
+    add_referral(project, "t@gym.example")  # the same day: the thank-you the preview showed
+    run_days(project, clock, outbox, 4)
+    sent = {email.message_from_bytes(p.read_bytes(), policy=email.policy.default)["Message-ID"]:
+            p.read_bytes() for p in (tmp_path / "outbox").glob("*.eml")}
+    assert len(sent) == 6  # hello, follow, again, fresh; hello, thank-you
+    for shown in (fresh, thanks):
+        eml = shown.files[2].read_bytes()
+        message_id = email.message_from_bytes(eml, policy=email.policy.default)["Message-ID"]
+        assert message_id in sent, shown.step
+        assert without_date(eml) == without_date(sent[message_id])
+        assert eml != sent[message_id]  # the Date differs: the send is days later
+    with project.db.transaction() as session:
+        keys = {(t.step_id, t.trigger_key): t.message_id for t in session.scalars(select(Touch))}
+    assert {keys[("fresh", "")], keys[("thank-you", "2026-12-07")]} == {
+        email.message_from_bytes(r.files[2].read_bytes())["Message-ID"] for r in (fresh, thanks)}
+
+
 def test_every_step_for_a_contact_not_enrolled(project: Nurture, clock: FakeClock,
                                                tmp_path: Path) -> None:
     add_contact(project, "t@gym.example", role="personal trainer")
@@ -118,8 +168,10 @@ def test_a_step_with_nothing_left_previews_as_skipped(project: Nurture, clock: F
 
 
 def test_sample_previews_of_the_shipped_campaigns(app: Nurture, tmp_path: Path) -> None:
+    subjects = {}
     for campaign in ("referral-outreach", "partner-care"):
         for result in preview(app, campaign, out=tmp_path / "p"):
+            subjects[campaign, result.step] = result.subject
             html_path, text_path, eml_path = result.files
             html = html_path.read_text(encoding="utf-8")
             text = text_path.read_text(encoding="utf-8")
@@ -131,6 +183,30 @@ def test_sample_previews_of_the_shipped_campaigns(app: Nurture, tmp_path: Path) 
             if result.item:
                 item = load_library(REPO / "campaigns").get(result.item)
                 assert item is not None and item.url in hrefs
+    # The outreach's follow-ups reply in the thread of the note they continue.
+    assert subjects["referral-outreach", "question-follow-up"] == "Re: A question for you, Dana"
+    assert subjects["referral-outreach", "coffee"] == (
+        "Re: Thank you for what you do at Lakeside Orthopedics")
+
+
+def test_a_sample_preview_of_a_threaded_step_is_the_reply(project: Nurture,
+                                                          tmp_path: Path) -> None:
+    """With --sample the earlier steps count as sent, so a threaded step shows as the reply it
+    will usually be: Re: the first subject, and the chain of Message-IDs."""
+    results = {r.step: r for r in preview(project, "threaded", out=tmp_path / "p")}
+    parsed = {step: email.message_from_bytes(r.files[2].read_bytes(), policy=email.policy.default)
+              for step, r in results.items()}
+    ids = {step: m["Message-ID"] for step, m in parsed.items()}
+    assert [(step, m["Subject"]) for step, m in parsed.items()] == [
+        ("hello", "Hello Dana"), ("follow", "Re: Hello Dana"), ("again", "Re: Hello Dana"),
+        ("fresh", "Something new")]
+    assert parsed["follow"]["In-Reply-To"] == parsed["follow"]["References"] == ids["hello"]
+    assert parsed["again"]["In-Reply-To"] == ids["follow"]
+    assert parsed["again"]["References"] == f"{ids['hello']} {ids['follow']}"
+    assert "In-Reply-To" not in parsed["hello"] and "References" not in parsed["fresh"]
+    assert len(set(ids.values())) == 4
+    alone = {r.step: r.subject for r in preview(project, "threaded", "again", out=tmp_path / "q")}
+    assert alone == {"again": "Re: Hello Dana"}  # previewed on its own, still the reply
 
 
 PRACTICE = {"name": "Harbor Physical Therapy", "address": "48 Dock Street\nPortland, ME 04101",

@@ -86,7 +86,7 @@ def test_import_thanks_each_source_once_and_enrolls_in_care_once(project: Nurtur
         (LEE, False, ["referral-outreach/thank-you"], ["partner-care"]),
         (LEE, False, [], []),  # same source, same day: the thank-you is planned already
         (SAM, False, ["referral-outreach/thank-you"], ["partner-care"]),
-        (NEW, True, [], [])]  # in no campaign: nobody to thank them automatically
+        (NEW, True, ["partner-care/thank-you"], ["partner-care"])]
     assert (len(done.recorded), done.already, done.without_ref) == (4, 0, 0)
     got = sorted((r.external_ref, r.referred_on, r.source) for r in rows(project, Referral))
     assert got == [("EHR-1", date(2026, 12, 4), "csv"), ("EHR-2", date(2026, 12, 4), "csv"),
@@ -100,7 +100,9 @@ def test_import_thanks_each_source_once_and_enrolls_in_care_once(project: Nurtur
     assert enrollments(project, SAM) == {"referral-outreach": "stopped", "partner-care": "active"}
     [new] = rows(project, Contact, Contact.email == NEW)
     assert (new.needs_details, new.status, new.first_name) == (True, "active", "")
-    assert enrollments(project, NEW) == {}
+    # A source nobody knew goes straight to long-term care, which thanks them.
+    assert enrollments(project, NEW) == {"partner-care": "active"}
+    assert touches(project, NEW) == {"thank-you@2026-12-05": "scheduled", "check-in-1": "scheduled"}
     [event] = rows(project, Event, Event.kind == "referrals_imported")
     assert event.data == {"file": "referrals.csv", "rows": 4, "recorded": 4, "already": 0}
     assert outbox(project) == []  # the library leaves the note to its caller (the CLI)
@@ -299,9 +301,9 @@ def test_the_owner_gets_one_note_per_file_without_patient_data(project: Nurture,
     assert body.count("Dana Lee") == 2  # two referrals, one thank-you
     assert ("Sam Ortiz (sam@ironworks.example, Ironworks Gym) referred a patient on 2026-12-07."
             "\nA thank-you is planned for Mon 7 Dec 2026, 10:00 (America/New_York).") in body
-    assert (f"{NEW} ({NEW}) referred a patient on 2026-12-05.\nNo thank-you is planned: they "
-            "are in no campaign with on_referral.\nThey were not a contact yet: added, marked "
-            "as needing details") in body
+    assert (f"{NEW} ({NEW}) referred a patient on 2026-12-05.\nA thank-you is planned for "
+            "Tue 8 Dec 2026, 09:30 (America/New_York).\nThey now receive partner-care.\nThey "
+            "were not a contact yet: added, marked as needing details") in body
     assert "Consider a personal note too" in body
     assert "EHR-" not in body  # not even the opaque id travels by email
 
@@ -346,9 +348,9 @@ def test_referrals_import_command(project: Nurture, tmp_path: Path) -> None:
     assert code == 0, out
     assert out.splitlines() == [
         "4 recorded, 0 already recorded",
-        "  thank-yous planned: 2",
+        "  thank-yous planned: 3",
         f"  new contacts, marked as needing details: {NEW}",
-        f"  enrolled in partner-care: {LEE}, {SAM}"]
+        f"  enrolled in partner-care: {LEE}, {SAM}, {NEW}"]
     assert len(outbox(project)) == 1
     code, out = run(project, referrals, "import", str(path))
     assert (code, out) == (0, "0 recorded, 4 already recorded; nothing changed\n")

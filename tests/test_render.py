@@ -94,10 +94,10 @@ def parse_strict(html: str) -> StrictHTML:
 
 
 # The shipped templates ------------------------------------------------------------------------
-def test_all_seven_templates_ship() -> None:
-    assert set(SHIPPED) == {"appreciation.mjml", "open-question.mjml", "check-in.mjml",
-                            "article-share.mjml", "book-suggestion.mjml", "thank-you.mjml",
-                            "partner-check-in.mjml"}
+def test_all_nine_templates_ship() -> None:
+    assert set(SHIPPED) == {"appreciation.mjml", "open-question.mjml", "question-follow-up.mjml",
+                            "check-in.mjml", "article-share.mjml", "book-suggestion.mjml",
+                            "coffee.mjml", "thank-you.mjml", "partner-check-in.mjml"}
 
 
 @pytest.mark.parametrize("sparse", [False, True], ids=["full", "sparse"])
@@ -241,6 +241,18 @@ def test_blank_greeting_fails_check_with_sparse_contact(renderer: Renderer, temp
     renderer.render("hi.mjml", "Hi", context)
     [problem] = renderer.check("hi.mjml", "Hi", context, field="f")
     assert "Hi ," in problem.message and "optional fields empty" in problem.message
+
+
+def test_default_filter_covers_empty_fields(renderer: Renderer, templates: Path,
+                                            context: dict) -> None:
+    """``default("there")`` must work for a contact whose first name is an empty field."""
+    write(templates, "hi.mjml", '<mj-text><p>Hi {{ contact.first_name | default("there") }},'
+                                "</p></mj-text>")
+    assert renderer.check("hi.mjml", "Hi", context, field="f") == []
+    blank = {**context, "contact": {**context["contact"], "first_name": ""}}
+    assert "Hi there," in renderer.render("hi.mjml", "Hi", blank).text
+    named = renderer.render("hi.mjml", "Hi", context).text
+    assert f"Hi {context['contact']['first_name']}," in named
 
 
 # Compliance -------------------------------------------------------------------------------------
@@ -423,7 +435,8 @@ def test_html_to_text_reads_on_its_own() -> None:
 def message(**overrides: object):
     rendered = RenderedEmail("Zoë's note, quickly", "<html><body><p>Hi</p></body></html>", "Hi\n")
     args = dict(from_name="Zoë Müller, DPT", from_email="zoe@pt.example", to_name="Dana Whitfield",
-                to_email="dana@example.com", message_id=make_message_id(7, "s3cret", "pt.example"),
+                to_email="dana@example.com",
+                message_id=make_message_id(7, "hello", "", "s3cret", "pt.example"),
                 date=datetime(2026, 12, 7, 9, 30, tzinfo=timezone(timedelta(hours=-5))),
                 unsubscribe_url="https://pt.example/u/" + "t" * 90,
                 unsubscribe_mailto="mailto:zoe@pt.example?subject=unsubscribe%20" + "t" * 90)
@@ -432,11 +445,22 @@ def message(**overrides: object):
 
 
 def test_message_id_is_deterministic_and_keyed() -> None:
-    one = make_message_id(7, "s3cret", "pt.example")
-    assert re.fullmatch(r"<nurture\.7\.[0-9a-f]{12}@pt\.example>", one)
-    assert one == make_message_id(7, "s3cret", "pt.example")
-    assert one != make_message_id(8, "s3cret", "pt.example")
-    assert one != make_message_id(7, "other", "pt.example")
+    """From the touch's unique key (enrollment, step, trigger key), keyed with the secret."""
+    one = make_message_id(7, "hello", "", "s3cret", "pt.example")
+    assert re.fullmatch(r"<nurture\.7\.hello\.[0-9a-f]{12}@pt\.example>", one)
+    assert one == make_message_id(7, "hello", "", "s3cret", "pt.example")
+    assert one != make_message_id(7, "hello", "", "other", "pt.example")
+    others = {make_message_id(*key, "s3cret", "pt.example") for key in (
+        (8, "hello", ""), (7, "question", ""), (7, "hello", "round-2"), (7, "hello", "round-3"),
+        (7, "hello", "2026-12-07"), (71, "hello", ""), (7, "hello-2", ""))}
+    assert len(others) == 7 and one not in others
+    assert make_message_id(7, "hello", "round-2", "s", "pt.example").startswith(
+        "<nurture.7.hello.round-2.")
+    for bad in ((7, "hello", "a b"), (7, "a.b", ""), (7, "hello", "x@y")):
+        with pytest.raises(ValueError, match="cannot be written into a Message-ID"):
+            make_message_id(*bad, "s3cret", "pt.example")
+    with pytest.raises(ValueError, match="not a domain"):
+        make_message_id(7, "hello", "", "s3cret", "pt example")
 
 
 def test_build_message_headers_exact() -> None:
@@ -452,7 +476,7 @@ def test_build_message_headers_exact() -> None:
     assert b"Zo=C3=AB" in wire  # RFC 2047, no SMTPUTF8 needed
     assert str(parsed["To"]) == "Dana Whitfield <dana@example.com>"
     assert parsed["Subject"] == "Zoë's note, quickly"
-    assert parsed["Message-ID"] == make_message_id(7, "s3cret", "pt.example")
+    assert parsed["Message-ID"] == make_message_id(7, "hello", "", "s3cret", "pt.example")
     assert parsed["Reply-To"] == "front@pt.example"
     assert parsed["In-Reply-To"] == "<nurture.6.a@pt.example>"
     assert parsed["References"] == "<nurture.5.b@pt.example> <nurture.6.a@pt.example>"
@@ -509,7 +533,8 @@ def test_rendered_email_goes_into_a_message(renderer: Renderer, context: dict) -
     msg = message(date=datetime(2026, 12, 7, 14, tzinfo=UTC))
     msg = build_message(email, from_name="Alex", from_email="alex@harborpt.example",
                         to_name="Dana", to_email="dana@example.com",
-                        message_id=make_message_id(1, "k", "harborpt.example"),
+                        message_id=make_message_id(1, "thank-you", "2026-12-07", "k",
+                                                   "harborpt.example"),
                         date=datetime(2026, 12, 7, 14, tzinfo=UTC),
                         unsubscribe_url=context["unsubscribe_url"], unsubscribe_mailto="")
     parsed = message_from_bytes(msg.as_bytes(), policy=policy.default)

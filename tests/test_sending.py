@@ -392,7 +392,8 @@ def test_message_id_is_derived_from_the_row_on_the_senders_domain(
     for touch in all_touches(project):
         if touch.id not in ids:
             continue
-        expected = make_message_id(touch.id, settings.secret_key, settings.sender_domain)
+        expected = make_message_id(touch.enrollment_id, touch.step_id, touch.trigger_key,
+                                   settings.secret_key, settings.sender_domain)
         assert touch.message_id == first_render[touch.id] == expected
         assert by_to[touch.enrollment.contact.email] == expected
         assert expected.endswith("@riverapt.example>")
