@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 
 from .app import Nurture
 from .campaigns import ROUND_PREFIX, Campaign, Step, round_key, round_of
@@ -92,8 +92,10 @@ def advance(app: Nurture, session: Session, touch: Touch, sent_at: datetime) -> 
 
     The enrollment is read under a row lock, so a stop committed meanwhile is seen and kept.
     """
+    # The contact only if a next step is planned (its time zone), and never its tags.
     enrollment = session.scalars(select(Enrollment).where(Enrollment.id == touch.enrollment_id)
                                  .with_for_update(of=Enrollment)
+                                 .options(lazyload(Enrollment.contact).lazyload(Contact.tags))
                                  .execution_options(populate_existing=True)).one()
     campaign = app.campaigns.get(enrollment.campaign_id)
     round_ = round_of(touch.trigger_key)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, defaultload
+from sqlalchemy import bindparam, select, update
+from sqlalchemy.orm import Session, defaultload, lazyload
 
 from .app import Nurture
 from .campaigns import round_of
@@ -93,14 +93,14 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
                 log.exception("touch %s: unexpected error while sending", touch_id)
                 _record_failure(app, touch_id, UncertainDeliveryError(repr(exc)), report)
             else:
-                _record_sent(app, touch_id, report)
+                _record_sent(app, touch_id, owners.get(touch_id), report)
     return report
 
 
 def _owners(app: Nurture, touch_ids: list[int]) -> dict[int, tuple[int, int]]:
-    """Each touch's (contact id, enrollment id), read once per batch: they never change, and the
-    claim needs them to lock those rows first (PostgreSQL only; see :func:`_lock_owners`)."""
-    if app.db.engine.dialect.name != "postgresql" or not touch_ids:
+    """Each touch's (contact id, enrollment id), read once per batch: they never change, the
+    claim locks those rows first (see :func:`_lock_owners`) and the record names the contact."""
+    if not touch_ids:
         return {}
     with app.db.transaction() as session:
         rows = session.execute(select(Touch.id, Enrollment.contact_id, Touch.enrollment_id)
@@ -124,14 +124,11 @@ def _claim(app: Nurture, touch_id: int, owners: tuple[int, int] | None,
     now = app.now()
     lease = now + timedelta(seconds=app.settings.worker_lease_seconds)
     with app.db.transaction() as session:
-        if owners is not None:
+        if owners is not None and app.db.engine.dialect.name == "postgresql":
             _lock_owners(session, *owners)
-        mine = [Touch.job_id == job_id] if job_id is not None else []
-        got = session.scalar(
-            update(Touch).where(Touch.id == touch_id, Touch.state == TouchState.QUEUED, *mine)
-            .values(state=TouchState.SENDING, claimed_at=now, lease_until=lease,
-                    attempts=Touch.attempts + 1)
-            .returning(Touch.id))
+        got = session.connection().scalar(
+            _CLAIM if job_id is None else _CLAIM_MINE,
+            {"b_id": touch_id, "b_now": now, "b_lease": lease, "b_job": job_id})
         if got is None:
             report.skipped.append(touch_id)  # someone else has it, or it was stopped
             return None
@@ -167,6 +164,22 @@ def _load(session: Session, touch_id: int) -> Touch:
 
 
 LATER = "later"  # outside the send window, or the mailbox's limits: rescheduled, not skipped
+
+# The compare-and-set updates of every email, built once and run as Core statements: building
+# an ORM statement per email cost more than running it. Whatever the session had loaded is
+# reloaded afterwards (``populate_existing``).
+_CLAIM = (update(Touch)
+          .where(Touch.id == bindparam("b_id"), Touch.state == TouchState.QUEUED)
+          .values(state=TouchState.SENDING, claimed_at=bindparam("b_now"),
+                  lease_until=bindparam("b_lease"), attempts=Touch.attempts + 1)
+          .returning(Touch.id))
+_CLAIM_MINE = _CLAIM.where(Touch.job_id == bindparam("b_job"))
+# ``uncertain`` too: if the lease ran out while we were sending, we now know it went.
+_SENT = (update(Touch)
+         .where(Touch.id == bindparam("b_id"),
+                Touch.state.in_([TouchState.SENDING, TouchState.UNCERTAIN]))
+         .values(state=TouchState.SENT, sent_at=bindparam("b_now"), reason=None)
+         .returning(Touch.id))
 
 
 def _lock_owners(session: Session, contact_id: int, enrollment_id: int) -> None:
@@ -236,17 +249,15 @@ def _compose(app: Nurture, session: Session, touch: Touch) -> EmailMessage | Non
     return composed.message
 
 
-def _record_sent(app: Nurture, touch_id: int, report: DeliveryReport) -> None:
+def _record_sent(app: Nurture, touch_id: int, owners: tuple[int, int] | None,
+                 report: DeliveryReport) -> None:
     now = app.now()
     with app.db.transaction() as session:
-        # ``uncertain`` too: if the lease ran out while we were sending, we now know it went.
-        done = session.scalar(
-            update(Touch).where(Touch.id == touch_id,
-                                Touch.state.in_([TouchState.SENDING, TouchState.UNCERTAIN]))
-            .values(state=TouchState.SENT, sent_at=now, reason=None).returning(Touch.id))
-        touch = _load(session, touch_id)
+        done = session.connection().scalar(_SENT, {"b_id": touch_id, "b_now": now})
+        touch = session.get_one(Touch, touch_id, populate_existing=True,
+                                options=[lazyload(Touch.enrollment)])  # the row alone
         log_event(session, now, "touch_sent", touch_id=touch_id,
-                  contact_id=touch.enrollment.contact_id,
+                  contact_id=owners[0] if owners else touch.enrollment.contact_id,
                   enrollment_id=touch.enrollment_id, step=touch.step_id,
                   message_id=touch.message_id, recorded=done is not None)
         if done is not None:

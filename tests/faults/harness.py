@@ -77,7 +77,8 @@ FAST: dict[str, Any] = dict(
 
 FINAL = {TouchState.SENT, TouchState.UNCERTAIN, TouchState.FAILED, TouchState.SKIPPED,
          TouchState.CANCELLED}
-_MESSAGE_ID = re.compile(r"<nurture\.(\d+)\.[0-9a-f]+@")
+# <nurture.ENROLLMENT.STEP[.TRIGGER].HMAC@domain> (nurture.render.make_message_id)
+_MESSAGE_ID = re.compile(r"<nurture\.(\d+)\.([A-Za-z0-9-]+)(?:\.([A-Za-z0-9-]+))?\.[0-9a-f]{12}@")
 
 
 def email_of(i: int) -> str:
@@ -266,10 +267,11 @@ def delivered(messages: Iterable[Any]) -> Counter[str]:
     return Counter(str(m["Message-ID"]) for m in messages)
 
 
-def touch_id_of(message_id: str) -> int:
+def touch_key_of(message_id: str) -> tuple[int, str, str]:
+    """The (enrollment, step, trigger key) a Message-ID was made from."""
     found = _MESSAGE_ID.match(message_id)
     assert found, message_id
-    return int(found.group(1))
+    return int(found.group(1)), found.group(2), found.group(3) or ""
 
 
 def assert_delivered_once(messages: Iterable[Any], touches: Sequence[Touch]) -> Counter[str]:
@@ -278,15 +280,11 @@ def assert_delivered_once(messages: Iterable[Any], touches: Sequence[Touch]) -> 
     counts = delivered(messages)
     twice = {mid: n for mid, n in counts.items() if n > 1}
     assert not twice, f"delivered more than once: {twice}"
-    by_id = {t.id: t for t in touches}
-    keys = Counter()
+    by_key = {(t.enrollment_id, t.step_id, t.trigger_key): t for t in touches}
     for message_id in counts:
-        touch = by_id.get(touch_id_of(message_id))
+        touch = by_key.get(touch_key_of(message_id))
         assert touch is not None, f"{message_id} is no touch of ours"
         assert touch.message_id in (None, message_id), (touch.id, touch.message_id, message_id)
-        keys[(touch.enrollment_id, touch.step_id, touch.trigger_key)] += 1
-    again = {k: n for k, n in keys.items() if n > 1}
-    assert not again, f"one (enrollment, step) delivered under several Message-IDs: {again}"
     return counts
 
 
