@@ -33,6 +33,7 @@ from .models import (
     Touch,
     TouchState,
 )
+from .models import Campaign as CampaignRow
 from .schedule import due_at
 
 MAX_BATCHES_PER_TICK = 200
@@ -177,6 +178,26 @@ def enroll_contact(app: Nurture, session: Session, campaign: Campaign, contact: 
                        EnrollResult(campaign.id)) is not None
 
 
+# Pausing a campaign -------------------------------------------------------------------------
+def pause_campaign(app: Nurture, campaign_id: str, paused: bool = True) -> bool:
+    """Pause (or resume) a whole campaign: nothing of it is sent meanwhile, and nothing is lost.
+
+    Its touches stay planned; the tick leaves them alone and a send already queued puts its
+    touch back (see :mod:`nurture.sending`). On resume, whatever came due meanwhile goes out at
+    the next tick, within the send window and the mailbox's limits. Returns whether anything
+    changed.
+    """
+    campaign = app.campaign(campaign_id)
+    with app.db.transaction() as session:
+        row = app.campaign_row(session, campaign)
+        if row.paused == paused:
+            return False
+        row.paused = paused
+        log_event(session, app.now(), "campaign_paused" if paused else "campaign_resumed",
+                  campaign=campaign.id)
+    return True
+
+
 # Stopping -----------------------------------------------------------------------------------
 def stop_contact(app: Nurture, session: Session, contact: Contact, kind: str) -> list[Enrollment]:
     """Stop what ``kind`` (reply, referral, unsubscribe, bounce) stops for this contact.
@@ -240,13 +261,17 @@ def tick(app: Nurture, dispatcher: Dispatcher) -> TickReport:
     report.uncertain = recover_expired_claims(app, now)
     _requeue_lost(app, dispatcher, now, report)
     batch = app.settings.worker_batch_size
+    with app.db.transaction() as session:
+        paused = session.scalars(select(CampaignRow.id).where(CampaignRow.paused)).all()
+    due_now = select(Touch.id).where(Touch.state == TouchState.SCHEDULED, Touch.due_at <= now)
+    if paused:  # their touches wait, scheduled, until the campaign is resumed
+        due_now = due_now.where(Touch.enrollment_id.not_in(
+            select(Enrollment.id).where(Enrollment.campaign_id.in_(paused))))
     for _ in range(MAX_BATCHES_PER_TICK):
         job_id = uuid.uuid4().hex
         queued_at = app.now()  # per batch: the requeue grace counts from the commit, not the tick
         with app.db.transaction() as session:
-            due = session.scalars(
-                select(Touch.id).where(Touch.state == TouchState.SCHEDULED, Touch.due_at <= now)
-                .order_by(Touch.due_at, Touch.id).limit(batch)).all()
+            due = session.scalars(due_now.order_by(Touch.due_at, Touch.id).limit(batch)).all()
             if not due:
                 break
             claimed = session.scalars(

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .app import Nurture
+from .models import Campaign as CampaignRow
 from .models import Contact, Enrollment, InboxMessage, Touch, TouchState
 
 
@@ -37,6 +38,7 @@ class Status:
     # organization): the first ``limit`` addresses, and how many there are.
     needs_details: list[str] = field(default_factory=list)
     needs_details_count: int = 0
+    paused: list[str] = field(default_factory=list)  # campaigns paused (`nurture pause`)
 
 
 def status(app: Nurture, limit: int = 10) -> Status:
@@ -47,6 +49,8 @@ def status(app: Nurture, limit: int = 10) -> Status:
                 .group_by(Enrollment.campaign_id, Enrollment.state)
                 .order_by(Enrollment.campaign_id, Enrollment.state)):
             result.enrollments.setdefault(campaign, {})[state] = count
+        result.paused = list(session.scalars(select(CampaignRow.id).where(CampaignRow.paused)
+                                             .order_by(CampaignRow.id)))
         result.touches = {state: count for state, count in session.execute(
             select(Touch.state, func.count()).group_by(Touch.state))}
         result.needs_details_count = session.scalar(

@@ -35,6 +35,7 @@ from .delivery import (
 from .engine import advance, log_event, suppress_contact
 from .errors import TemplateError
 from .limits import take_send
+from .models import Campaign as CampaignRow
 from .models import Contact, ContactStatus, Enrollment, EnrollmentState, Touch, TouchState
 from .schedule import in_window, next_window_opening
 
@@ -174,6 +175,7 @@ _CLAIM = (update(Touch)
                   lease_until=bindparam("b_lease"), attempts=Touch.attempts + 1)
           .returning(Touch.id))
 _CLAIM_MINE = _CLAIM.where(Touch.job_id == bindparam("b_job"))
+_PAUSED = select(CampaignRow.paused).where(CampaignRow.id == bindparam("b_campaign"))
 # ``uncertain`` too: if the lease ran out while we were sending, we now know it went.
 _SENT = (update(Touch)
          .where(Touch.id == bindparam("b_id"),
@@ -211,6 +213,10 @@ def _recheck(app: Nurture, session: Session, touch: Touch) -> str | None:
         campaign.step(touch.step_id)
     except KeyError:
         return f"step {touch.step_id!r} was removed from campaign {campaign.id!r}"
+    if session.connection().scalar(_PAUSED, {"b_campaign": campaign.id}):
+        touch.state, touch.job_id = TouchState.SCHEDULED, None  # the tick skips it until resumed
+        touch.attempts -= 1
+        return LATER
     sequence = round_of(touch.trigger_key) is not None  # not a triggered thank-you
     if sequence and enrollment.state != EnrollmentState.ACTIVE:
         return f"enrollment {enrollment.state} ({enrollment.stop_reason or 'done'})"

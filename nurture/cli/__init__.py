@@ -19,7 +19,7 @@ from .library import library
 from .preview import preview
 from .project import init, status, validate
 from .referrals import referral, referrals
-from .relationships import enroll, reply, unsubscribe
+from .relationships import enroll, pause, reply, resume, unsubscribe
 from .web import serve
 from .worker import db, tick, worker
 
@@ -53,6 +53,6 @@ def main(ctx: click.Context, now: object, project_dir: Path | None, database_url
     ctx.call_on_close(ctx.obj.close)
 
 
-for command in (init, validate, status, enroll, reply, unsubscribe, tick, worker, resolve,
-                contacts, referral, referrals, db, serve, inbox, library, preview):
+for command in (init, validate, status, enroll, pause, resume, reply, unsubscribe, tick, worker,
+                resolve, contacts, referral, referrals, db, serve, inbox, library, preview):
     main.add_command(command)

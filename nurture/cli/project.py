@@ -55,7 +55,8 @@ def status(app: Nurture) -> None:
         click.echo("  none yet: `nurture enroll CAMPAIGN`")
     for campaign, states in report.enrollments.items():
         counts = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
-        click.echo(f"  {campaign}: {counts}")
+        paused = " (paused: `nurture resume` it)" if campaign in report.paused else ""
+        click.echo(f"  {campaign}: {counts}{paused}")
     click.echo("emails: " + (", ".join(f"{n} {s}" for s, n in sorted(report.touches.items()))
                              or "none planned"))
     click.echo("inbox: " + (", ".join(f"{n} {kind}" for kind, n in sorted(report.inbox.items()))

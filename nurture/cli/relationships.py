@@ -1,4 +1,4 @@
-"""`nurture enroll`, `nurture reply`, `nurture unsubscribe`: who hears from the practice."""
+"""`nurture enroll`, `pause`, `resume`, `reply`, `unsubscribe`: who hears from the practice."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import click
 
 from ..app import Nurture
 from ..engine import enroll as enroll_contacts
+from ..engine import pause_campaign
 from ..inbox import record_reply
 from ..unsubscribe import unsubscribe as unsubscribe_contact
 from .context import pass_app
@@ -23,6 +24,24 @@ def enroll(app: Nurture, campaign: str, tags: tuple[str, ...], emails: tuple[str
                f"already enrolled, {len(result.suppressed)} unsubscribed or bounced")
     for email in result.missing:
         click.echo(f"  no contact {email} (import it first)", err=True)
+
+
+@click.command()
+@click.argument("campaign")
+@pass_app
+def pause(app: Nurture, campaign: str) -> None:
+    """Pause CAMPAIGN: nothing of it is sent until `nurture resume`; nothing is lost."""
+    changed = pause_campaign(app, campaign)
+    click.echo(f"{campaign} paused" if changed else f"{campaign} was already paused")
+
+
+@click.command()
+@click.argument("campaign")
+@pass_app
+def resume(app: Nurture, campaign: str) -> None:
+    """Resume CAMPAIGN: what came due meanwhile goes out from the next tick, within limits."""
+    changed = pause_campaign(app, campaign, paused=False)
+    click.echo(f"{campaign} resumed" if changed else f"{campaign} was not paused")
 
 
 @click.command()
