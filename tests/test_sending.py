@@ -169,6 +169,20 @@ def test_claim_rechecks_the_rows_and_skips_with_a_reason(
     assert smtp_sink.messages == []
 
 
+def test_contact_deleted_while_queued_is_not_sent_and_the_batch_goes_on(
+        project: Nurture, smtp_sink: Any) -> None:
+    """Deleting a contact removes their enrollments and touches with them: the queued id then
+    claims nothing, and the rest of the batch is sent."""
+    ids = queue_first_steps(project, "gone@clinic.example", "kept@clinic.example")
+    with project.db.transaction() as session:
+        session.execute(text("DELETE FROM contacts WHERE email = 'gone@clinic.example'"))
+    report = deliver_now(project, ids)
+    assert len(report.sent) == 1 and len(report.skipped) == 1 and report.failed == []
+    assert [m["To"].addresses[0].addr_spec for m in smtp_sink.messages] == [
+        "kept@clinic.example"]
+    assert {t.enrollment.contact.email for t in all_touches(project)} == {"kept@clinic.example"}
+
+
 def test_campaign_removed_from_disk_is_skipped_at_claim(
         open_app: Callable[..., Nurture], tmp_path: Any, smtp_sink: Any) -> None:
     """A touch whose campaign file was deleted is skipped with a reason, not sent."""
