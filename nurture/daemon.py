@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 
 def describe(app: Nurture, redis_description: str) -> str:
     settings = app.settings
-    with open_transport(settings.smtp_url, settings.outbox_dir) as transport:
+    with open_transport(settings.smtp_url, settings.outbox_dir,
+                        timeout=settings.smtp_timeout) as transport:
         mail = transport.name
     return (f"database: {app.db.describe()}\nredis:    {redis_description}\n"
             f"mail:     {mail}\nqueue:    {settings.worker_queue}, tick every "
