@@ -69,8 +69,7 @@ def run_worker(app: Nurture, *, burst: bool = False,
         queue = Queue(app.settings.worker_queue, connection=connection)
         try:
             if burst:
-                report = tick(app, jobs.RQDispatcher(app, connection))
-                echo(f"tick: {report.enqueued} touches in {report.jobs} jobs")
+                _tick_now(app, connection, echo)
                 worker = SimpleWorker([queue], connection=connection)
                 return worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
             url = app.settings.redis_url or EmbeddedRedis(app.settings.state_dir).url
@@ -79,6 +78,12 @@ def run_worker(app: Nurture, *, burst: bool = False,
                                        app.settings.worker_tick_interval,
                                        inbox.poll_interval if inbox.imap_url else 0)
             try:
+                # What is due goes out now, not when the cron scheduler has started (a second
+                # or more); if Redis is down, its periodic tick does it later.
+                try:
+                    _tick_now(app, connection, echo)
+                except RedisError:
+                    log.exception("the first tick could not reach Redis")
                 return _work_until_stopped(queue, connection)
             finally:
                 for child in children:
@@ -89,6 +94,11 @@ def run_worker(app: Nurture, *, burst: bool = False,
                         child.kill()
         finally:
             jobs.bind(None)
+
+
+def _tick_now(app: Nurture, connection: Redis, echo: Callable[[str], None]) -> None:
+    report = tick(app, jobs.RQDispatcher(app, connection))
+    echo(f"tick: {report.enqueued} touches in {report.jobs} jobs")
 
 
 def _work_until_stopped(queue: Queue, connection: Redis) -> bool:
