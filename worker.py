@@ -8,11 +8,11 @@ any order.
 
 import sys
 
-from nurture.cli import main
-
 WORKER_FLAGS = {"--burst"}
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # not on import: the worker's spawned children import this file
+    from nurture.cli import main
+
     args = sys.argv[1:]
     flags = [a for a in args if a in WORKER_FLAGS]
     options = [a for a in args if a not in WORKER_FLAGS]

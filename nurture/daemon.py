@@ -1,42 +1,38 @@
 """The worker daemon: an RQ worker, plus RQ's cron scheduler for the periodic tick.
 
 ``nurture worker`` (and ``python worker.py``) runs this. The RQ worker runs in this process; the
-cron scheduler runs in a child process that dies with its parent. SIGTERM or Ctrl-C lets the
-current job finish (RQ's warm shutdown), then stops the scheduler and, if this command started
-one, the embedded Redis. Nothing outlives the command.
+cron scheduler and RQ's scheduler run in child processes that die with it (nurture.schedulers).
+SIGTERM or Ctrl-C lets the current job finish (RQ's warm shutdown), then stops the schedulers
+and, if this command started one, the embedded Redis. Nothing outlives the command.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict
 
 from redis import Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
-from rq.cron import CronScheduler
-from rq.scheduler import RQScheduler
 
 from . import jobs
 from .app import Nurture
 from .delivery import open_transport
 from .engine import tick
 from .errors import InputError
-from .mailbox import inbox_config, inbox_job
-from .redis_server import EmbeddedRedis, connect, die_with_parent
+from .mailbox import inbox_config
+from .redis_server import EmbeddedRedis, connect
+from .schedulers import start_schedulers
 
 log = logging.getLogger(__name__)
 
 
 def describe(app: Nurture, redis_description: str) -> str:
     settings = app.settings
-    with open_transport(settings.smtp_url, settings.outbox_dir) as transport:
+    with open_transport(settings.smtp_url, settings.outbox_dir,
+                        timeout=settings.smtp_timeout) as transport:
         mail = transport.name
     return (f"database: {app.db.describe()}\nredis:    {redis_description}\n"
             f"mail:     {mail}\nqueue:    {settings.worker_queue}, tick every "
@@ -68,16 +64,21 @@ def run_worker(app: Nurture, *, burst: bool = False,
         queue = Queue(app.settings.worker_queue, connection=connection)
         try:
             if burst:
-                report = tick(app, jobs.RQDispatcher(app, connection))
-                echo(f"tick: {report.enqueued} touches in {report.jobs} jobs")
+                _tick_now(app, connection, echo)
                 worker = SimpleWorker([queue], connection=connection)
                 return worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
             url = app.settings.redis_url or EmbeddedRedis(app.settings.state_dir).url
             inbox = inbox_config(app.settings)
-            children = _start_children(url, app.settings.worker_queue,
-                                       app.settings.worker_tick_interval,
-                                       inbox.poll_interval if inbox.imap_url else 0)
+            children = start_schedulers(url, app.settings.worker_queue,
+                                        app.settings.worker_tick_interval,
+                                        inbox.poll_interval if inbox.imap_url else 0)
             try:
+                # What is due goes out now, not when the cron scheduler has started (a second
+                # or more); if Redis is down, its periodic tick does it later.
+                try:
+                    _tick_now(app, connection, echo)
+                except RedisError:
+                    log.exception("the first tick could not reach Redis")
                 return _work_until_stopped(queue, connection)
             finally:
                 for child in children:
@@ -90,13 +91,16 @@ def run_worker(app: Nurture, *, burst: bool = False,
             jobs.bind(None)
 
 
+def _tick_now(app: Nurture, connection: Redis, echo: Callable[[str], None]) -> None:
+    report = tick(app, jobs.RQDispatcher(app, connection))
+    echo(f"tick: {report.enqueued} touches in {report.jobs} jobs")
+
+
 def _work_until_stopped(queue: Queue, connection: Redis) -> bool:
     worked = False
     while True:
         worker = SimpleWorker([queue], connection=connection)
-        # RQ's scheduler (for Retry's delays) runs in a spawned child, not forked from here: a
-        # fork would inherit this process's database connections and, if this process were
-        # killed, hold its open claim's locks for ever.
+        # RQ's scheduler (for Retry's delays) runs in a spawned child: see nurture.schedulers.
         try:
             worked = worker.work(with_scheduler=False, logging_level="INFO") or worked
         except (RedisError, OSError):  # RQ's own clean-up can raise while Redis is down
@@ -106,43 +110,3 @@ def _work_until_stopped(queue: Queue, connection: Redis) -> bool:
         log.warning("the worker stopped after a Redis error; starting again in 2 s")
         connection.connection_pool.disconnect()  # drop sockets to the old server
         time.sleep(2)
-
-
-def _start_children(redis_url: str, queue: str, interval: int,
-                    inbox_every: int) -> list[multiprocessing.Process]:
-    spawn = multiprocessing.get_context("spawn")
-    children = [spawn.Process(target=_child_main, args=(os.getpid(), redis_url, role, queue,
-                                                         interval, inbox_every),
-                              name=f"nurture-{role}", daemon=True)
-                for role in ("cron", "scheduler")]
-    for child in children:
-        child.start()
-    return children
-
-
-def _child_main(parent: int, redis_url: str, role: str, queue: str, interval: int,
-                inbox_every: int) -> None:
-    """RQ's cron scheduler (the periodic tick and inbox poll) or RQ's scheduler (delayed retries).
-
-    Each dies with the daemon, and starts again by itself after a Redis outage.
-    """
-    die_with_parent(parent)
-    while True:
-        try:
-            connection = Redis.from_url(redis_url)
-            if role == "cron":
-                cron = CronScheduler(connection=connection, logging_level="WARNING")
-                cron.register(jobs.tick_job, queue_name=queue, interval=interval,
-                              job_timeout=600)
-                if inbox_every:
-                    cron.register(inbox_job, queue_name=queue, interval=inbox_every,
-                                  job_timeout=900)
-                cron.start()  # returns when asked to stop
-            else:
-                scheduler = RQScheduler([queue], connection=connection, logging_level="WARNING")
-                scheduler.acquire_locks()
-                scheduler.work()  # returns when asked to stop
-            return
-        except (RedisConnectionError, RedisTimeoutError):
-            log.warning("nurture-%s lost Redis; trying again in 2 s", role)
-            time.sleep(2)

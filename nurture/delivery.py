@@ -144,13 +144,17 @@ class _SMTPS(_SMTP, smtplib.SMTP_SSL):
     """Implicit TLS, with the same DATA bookkeeping."""
 
 
+SMTP_TIMEOUT = 30.0  # seconds; the default of the smtp_timeout setting
+
+
 class SmtpTransport(Transport):
     """Sends over one SMTP connection, opened on first use and reused for a whole batch.
 
     ``smtp://[user:password@]host[:port][?starttls=true]`` (port 25) or ``smtps://...`` (465).
     """
 
-    def __init__(self, url: str, *, timeout: float = 30.0, local_hostname: str | None = None):
+    def __init__(self, url: str, *, timeout: float = SMTP_TIMEOUT,
+                 local_hostname: str | None = None):
         parts = urlsplit(url.strip())
         self.scheme = parts.scheme.lower()
         query = parse_qs(parts.query, keep_blank_values=True)
@@ -327,8 +331,10 @@ def _eml_name(message: EmailMessage, data: bytes) -> str:
     return f"{safe}.eml"
 
 
-def open_transport(smtp_url: str | None, outbox_dir: Path) -> Transport:
-    """SMTP when a URL is configured, else the outbox folder: a new user's safe default."""
+def open_transport(smtp_url: str | None, outbox_dir: Path, *,
+                   timeout: float = SMTP_TIMEOUT) -> Transport:
+    """SMTP when a URL is configured, else the outbox folder: a new user's safe default.
+    ``timeout`` bounds each wait on the SMTP server (the smtp_timeout setting)."""
     if smtp_url and smtp_url.strip():
-        return SmtpTransport(smtp_url)
+        return SmtpTransport(smtp_url, timeout=timeout)
     return OutboxTransport(outbox_dir)

@@ -30,6 +30,7 @@ class Settings:
     redis_url: str = ""  # empty: an embedded redis-server owned by the command
     smtp_url: str = ""  # empty: write .eml files to outbox_dir instead of sending
     smtp_outbox: str = "outbox"
+    smtp_timeout: int = 30  # seconds one SMTP connect or command may wait on the server
     sender_name: str = ""
     sender_email: str = ""
     sender_title: str = ""
@@ -45,7 +46,8 @@ class Settings:
     worker_queue: str = "nurture"
     worker_tick_interval: int = 60  # seconds between periodic ticks
     worker_batch_size: int = 50  # touches per send job
-    worker_lease_seconds: int = 300  # a claimed touch not recorded by then is `uncertain`
+    worker_lease_seconds: int = 300  # a claimed touch not recorded by then is `uncertain`;
+    # more than smtp_timeout, so a send waiting on a slow server never outlives its claim
     worker_max_attempts: int = 4  # transient failures before a touch is `failed`
     worker_retry_intervals: str = "10,30,60"  # seconds RQ waits before retrying a job
     worker_requeue_grace: int = 30  # seconds before a queued row whose job is gone is requeued
@@ -106,10 +108,11 @@ class Settings:
 _FIELDS = {f.name: f for f in fields(Settings) if f.name != "project_dir"}
 
 # Values below these would stall sending (a batch of 0) or make RQ refuse the job (no retries).
-MINIMUMS = {"worker_tick_interval": 1, "worker_batch_size": 1, "worker_lease_seconds": 30,
-            "worker_max_attempts": 2, "worker_requeue_grace": 0, "limits_per_day": 1,
-            "limits_spacing": 0, "inbox_poll_interval": 30, "inbox_soft_bounce_limit": 1,
-            "inbox_pause_days": 1}
+# The lease's real floor follows from smtp_timeout: it must be more (checked in load_settings).
+MINIMUMS = {"smtp_timeout": 1, "worker_tick_interval": 1, "worker_batch_size": 1,
+            "worker_lease_seconds": 2, "worker_max_attempts": 2, "worker_requeue_grace": 0,
+            "limits_per_day": 1, "limits_spacing": 0, "inbox_poll_interval": 30,
+            "inbox_soft_bounce_limit": 1, "inbox_pause_days": 1}
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
@@ -160,8 +163,13 @@ def load_settings(project_dir: Path | None = None, overrides: Mapping[str, Any] 
     values.update({k: _coerce(k, v, "option")
                    for k, v in (overrides or {}).items() if v is not None})
     settings = Settings(project_dir=project_dir, **values)
-    problems = [Problem(str(project_dir / CONFIG_FILE), None, name, f"must be at least {low}")
+    src = str(project_dir / CONFIG_FILE)
+    problems = [Problem(src, None, name, f"must be at least {low}")
                 for name, low in MINIMUMS.items() if getattr(settings, name) < low]
+    if settings.worker_lease_seconds <= settings.smtp_timeout:
+        problems.append(Problem(src, None, "worker_lease_seconds", "must be more than "
+                                f"smtp_timeout ({settings.smtp_timeout} s): a send still waiting "
+                                "on the server would outlive its claim"))
     if problems:
         raise InputError(problems)
     if not settings.secret_key:

@@ -4,6 +4,8 @@ Every test that takes ``database_url`` runs once per database in NURTURE_TEST_DA
 (default ``sqlite,postgresql``). PostgreSQL tests each get a schema of their own, so they are
 isolated without recreating the database. Redis tests use NURTURE_TEST_REDIS_URL (a database
 number of its own, flushed around each test) or, when unset, a private embedded redis-server.
+Under pytest-xdist each worker flushes a database of its own: the URL's number plus the worker's
+index (see :func:`worker_redis_url`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import pytest
 import redis
@@ -68,11 +71,33 @@ def clock() -> FakeClock:
     return FakeClock(datetime(2026, 12, 7, 14, 0, tzinfo=UTC))
 
 
+REDIS_DATABASES = 16  # redis-server's default number of databases
+
+
+def worker_redis_url(url: str, worker: str | None, workers: int) -> str:
+    """The database this process may flush: with xdist's worker ``gwN`` of ``workers``, the
+    URL's database number plus N, wrapping within 0..15, so no two workers of a run share one."""
+    if not worker:
+        return url
+    if workers > REDIS_DATABASES:
+        pytest.exit(f"{workers} test workers but Redis has {REDIS_DATABASES} databases: use "
+                    f"at most {REDIS_DATABASES} (-n)", returncode=4)
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    in_path = parts.scheme != "unix" and "db" not in query
+    base = int((parts.path.strip("/") or 0) if in_path else query.get("db", 0))
+    db = (base + int(worker.removeprefix("gw"))) % REDIS_DATABASES
+    if in_path:
+        return urlunsplit(parts._replace(path=f"/{db}"))
+    return f"{url.partition('?')[0]}?{urlencode({**query, 'db': db})}"  # keeps unix:///'s "//"
+
+
 @pytest.fixture(scope="session")
 def redis_server_url() -> Iterator[str]:
     url = os.environ.get("NURTURE_TEST_REDIS_URL")
     if url:
-        yield url
+        yield worker_redis_url(url, os.environ.get("PYTEST_XDIST_WORKER"),
+                               int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
         return
     from nurture.redis_server import EmbeddedRedis
 
@@ -99,6 +124,22 @@ def smtp_sink() -> Iterator[object]:
 
     with SmtpSink() as sink:
         yield sink
+
+
+# Under pytest-xdist (scripts/test: --dist loadgroup hands out one test at a time) ---------------
+# Tests sharing one costly session server run on one worker, which starts it once: a headless
+# chromium, a Dovecot. The slowest tests (real worker processes, killed and restarted) go first,
+# each to a worker of its own, so the run does not end waiting on one of them.
+SHARED_SERVERS = ("chrome", "dovecot")
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for server in SHARED_SERVERS:
+            if server in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.xdist_group(server))
+    items.sort(key=lambda item: item.path.name != "test_faults.py")
 
 
 # A skipped test is a test that did not run: CI must not pass quietly on one.

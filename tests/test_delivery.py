@@ -270,6 +270,7 @@ def test_open_transport_picks_outbox_without_a_url(tmp_path):
     assert isinstance(open_transport("", tmp_path), OutboxTransport)
     assert isinstance(open_transport("  ", tmp_path), OutboxTransport)
     assert isinstance(open_transport("smtp://localhost:2525", tmp_path), SmtpTransport)
+    assert open_transport("smtp://localhost:2525", tmp_path, timeout=7).timeout == 7  # type: ignore[attr-defined]
     assert open_transport(None, tmp_path).name == f"outbox folder {tmp_path}"
 
 

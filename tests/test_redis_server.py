@@ -280,3 +280,14 @@ def test_connect_url_describes_without_password() -> None:
     secret = "redis://nurture:s3cret@127.0.0.1:6379/15?password=other"
     with connect(secret, Path("unused")) as (_, description):  # never connects: nothing to auth
         assert description == "redis://127.0.0.1:6379/15"
+
+
+def test_each_test_worker_flushes_a_database_of_its_own() -> None:
+    from tests.conftest import worker_redis_url
+
+    base = "redis://127.0.0.1:6379/15"
+    assert worker_redis_url(base, None, 1) == base
+    urls = [worker_redis_url(base, f"gw{i}", 4) for i in range(4)]
+    assert urls == [f"redis://127.0.0.1:6379/{db}" for db in (15, 0, 1, 2)]
+    assert worker_redis_url("redis://h:1", "gw2", 3) == "redis://h:1/2"
+    assert worker_redis_url("unix:///s/redis.sock?db=4", "gw1", 2) == "unix:///s/redis.sock?db=5"

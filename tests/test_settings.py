@@ -62,3 +62,15 @@ def test_sender_identity_is_required(tmp_path: Path) -> None:
     problems = load_settings(tmp_path, environ={}).identity_problems()
     assert [p.field for p in problems] == ["[sender] name", "[sender] email", "[practice] name",
                                           "[practice] address"]
+
+
+def test_the_lease_must_outlast_the_smtp_timeout(tmp_path: Path) -> None:
+    env = {"NURTURE_WORKER_LEASE_SECONDS": "10", "NURTURE_SMTP_TIMEOUT": "10"}
+    with pytest.raises(InputError, match=r"worker_lease_seconds: must be more than smtp_timeout "
+                                         r"\(10 s\)"):
+        load_settings(tmp_path, environ=env)
+    settings = load_settings(tmp_path, environ={**env, "NURTURE_SMTP_TIMEOUT": "3"})
+    assert (settings.worker_lease_seconds, settings.smtp_timeout) == (10, 3)
+    with pytest.raises(InputError, match="smtp_timeout: must be at least 1"):
+        load_settings(tmp_path, environ={"NURTURE_SMTP_TIMEOUT": "0"})
+    assert load_settings(tmp_path, environ={}).smtp_timeout == 30

@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 
 from ..app import Nurture
-from ..classify import classify
-from ..mailbox import poll as poll_mailbox
 from .context import pass_app
+
+# ..classify and ..mailbox are imported by their commands: `nurture worker` starts faster.
 
 
 @click.group()
@@ -31,6 +31,8 @@ def classify_(files: tuple[Path, ...], today: datetime | None) -> None:
     Prints one JSON object per file, in order, with the keys kind, hard, recipient, status,
     message_ids, return_date, subject and sender. A file that is not an email is "other".
     """
+    from ..classify import classify
+
     anchor = today.date() if today else None
     for path in files:
         try:
@@ -49,4 +51,6 @@ def poll(app: Nurture) -> None:
     notices pause; bounces and complaints stop everything. Messages are never marked read,
     moved or deleted. `nurture worker` does this every [inbox] poll_interval seconds.
     """
+    from ..mailbox import poll as poll_mailbox
+
     click.echo(poll_mailbox(app).summary())

@@ -7,12 +7,15 @@ reloader to leave on by mistake. Put it behind the reverse proxy that terminates
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
-from waitress.server import BaseWSGIServer, MultiSocketServer, create_server
 
 from ..app import Nurture
-from ..web import create_app
 from .context import pass_app
+
+if TYPE_CHECKING:  # waitress and flask are imported when serving: `nurture worker` starts faster
+    from waitress.server import BaseWSGIServer, MultiSocketServer
 
 THREADS = 4  # each request is one short transaction
 MAX_REQUEST_BODY = 1 << 20  # waitress refuses larger bodies itself; the app caps webhooks lower
@@ -23,6 +26,10 @@ def make_server(app: Nurture, host: str, port: int) -> BaseWSGIServer | MultiSoc
 
     Port 0 picks a free port (see ``effective_port``), for tests.
     """
+    from waitress.server import create_server
+
+    from ..web import create_app
+
     return create_server(create_app(app), host=host, port=port, threads=THREADS,
                          ident="nurture", max_request_body_size=MAX_REQUEST_BODY)
 
