@@ -28,7 +28,7 @@ class Collect:
     def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
         self.jobs.append(touch_ids)
 
-    def lost(self, job_ids):  # noqa: ANN001, ANN201
+    def lost(self, job_ids, unleased=()):  # noqa: ANN001, ANN201
         return set()
 
 

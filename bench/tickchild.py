@@ -33,7 +33,7 @@ class NoopDispatcher:
         if self.keep:
             self.batches.append(touch_ids)
 
-    def lost(self, job_ids: Sequence[str]) -> set[str]:
+    def lost(self, job_ids: Sequence[str], unleased: object = ()) -> set[str]:
         return set()
 
 
@@ -49,10 +49,10 @@ class Timing:
         self.enqueue_s += time.perf_counter() - t
         self.enqueues += 1
 
-    def lost(self, job_ids: Sequence[str]) -> set[str]:
+    def lost(self, job_ids: Sequence[str], unleased: object = ()) -> set[str]:
         t = time.perf_counter()
         try:
-            return self.inner.lost(job_ids)
+            return self.inner.lost(job_ids, unleased)
         finally:
             self.lost_s += time.perf_counter() - t
             self.checked += len(job_ids)

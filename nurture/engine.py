@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -50,8 +50,11 @@ class Dispatcher(Protocol):
 
     def enqueue(self, job_id: str, touch_ids: list[int]) -> None: ...
 
-    def lost(self, job_ids: Sequence[str]) -> set[str]:
-        """The ids among ``job_ids`` that will never run (missing from Redis, or finished)."""
+    def lost(self, job_ids: Sequence[str], unleased: Collection[str] = ()) -> set[str]:
+        """The ids among ``job_ids`` that will not run: missing from Redis, over, or taken by a
+        worker that died before it began. A job in ``unleased`` never leased its rows (see
+        :func:`nurture.sending.deliver`), so if it counts as started it got stuck before it
+        could send anything."""
         ...
 
 
@@ -312,13 +315,15 @@ def _requeue_lost(app: Nurture, dispatcher: Dispatcher, now: datetime,
     # rows but not yet pushed the job to Redis.
     grace = timedelta(seconds=app.settings.worker_requeue_grace)
     with app.db.transaction() as session:
-        job_ids = session.scalars(select(Touch.job_id).distinct().where(
+        jobs = session.execute(select(Touch.job_id, Touch.lease_until.is_(None)).distinct().where(
             Touch.state == TouchState.QUEUED, Touch.queued_at < now - grace)).all()
-        # A job that started keeps a lease on its rows (see nurture.sending.deliver): once it
-        # runs out, its worker is gone, whatever Redis still says about the job.
+        # A job that started keeps a lease on its rows (nurture.sending.deliver leases them as
+        # it begins): once it runs out, its worker is gone, whatever Redis says about the job.
         expired = set(session.scalars(select(Touch.job_id).distinct().where(
             Touch.state == TouchState.QUEUED, Touch.lease_until < now)).all())
-    lost = dispatcher.lost([j for j in job_ids if j]) if job_ids else set()
+    job_ids = sorted({job_id for job_id, _ in jobs if job_id})
+    unleased = {job_id for job_id, no_lease in jobs if job_id and no_lease}
+    lost = dispatcher.lost(job_ids, unleased) if job_ids else set()
     lost |= {j for j in expired if j}
     limit = app.settings.worker_max_attempts
     for job_id in sorted(lost):

@@ -387,7 +387,8 @@ def send_notifications(app: Nurture, transport: Transport | None = None,
     if not due:
         return report
     settings = app.settings
-    with transport or open_transport(settings.smtp_url, settings.outbox_dir) as mail:
+    with transport or open_transport(settings.smtp_url, settings.outbox_dir,
+                                     timeout=settings.smtp_timeout) as mail:
         for row_id in due:
             message = _claim_notice(app, row_id, now)
             if message is None:

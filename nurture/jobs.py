@@ -8,7 +8,7 @@ it, is harmless.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -24,10 +24,6 @@ from .sending import deliver
 log = logging.getLogger(__name__)
 
 _app: Nurture | None = None
-
-# A job whose status is one of these will never run again: rows still queued under it are lost.
-_OVER = {s.value for s in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED,
-                         JobStatus.CANCELED)}
 
 
 def bind(app: Nurture | None) -> None:
@@ -60,14 +56,30 @@ class RQDispatcher:
                            job_timeout=120 + 10 * len(touch_ids), result_ttl=3600,
                            failure_ttl=7 * 86400, description=f"send {len(touch_ids)} touches")
 
-    def lost(self, job_ids: Sequence[str]) -> set[str]:
-        """One round trip for all of them: a status per job, None when Redis has no such job."""
+    def lost(self, job_ids: Sequence[str], unleased: Collection[str] = ()) -> set[str]:
+        """One round trip for all of them. A job is waiting while it is queued *and* still in
+        the queue's list, or scheduled or deferred (an RQ retry, a dependency), or started and
+        leasing its rows. Anything else has no worker coming for it: missing from Redis, over,
+        taken off the list by a worker killed before it started the job (its status still says
+        queued), or started without ever leasing its rows (``unleased``: the worker died before
+        the job began; RQ would notice only minutes later). Calling a job that is about to run
+        lost is harmless: its rows are planned again, and its claims, which must match its id,
+        then find nothing."""
+        queue_key = self.queue.key
         with self.connection.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hget(Job.key_for(job_id), "status")
-            statuses = pipe.execute()
-        return {job_id for job_id, status in zip(job_ids, statuses, strict=True)
-                if status is None or status.decode() in _OVER}
+                pipe.lpos(queue_key, job_id)
+            answers = pipe.execute()
+        lost = set()
+        for job_id, status, position in zip(job_ids, answers[::2], answers[1::2], strict=True):
+            state = status.decode() if status is not None else None
+            waiting = ((state == JobStatus.QUEUED.value and position is not None)
+                       or state in (JobStatus.SCHEDULED.value, JobStatus.DEFERRED.value)
+                       or (state == JobStatus.STARTED.value and job_id not in unleased))
+            if not waiting:
+                lost.add(job_id)
+        return lost
 
 
 def tick_job() -> dict[str, Any]:
@@ -104,7 +116,8 @@ def send_touches(touch_ids: list[int]) -> dict[str, Any]:
     app = current_app()
     settings = app.settings
     job = get_current_job()
-    with open_transport(settings.smtp_url, settings.outbox_dir) as transport:
+    with open_transport(settings.smtp_url, settings.outbox_dir,
+                        timeout=settings.smtp_timeout) as transport:
         report = deliver(app, touch_ids, transport, job.id if job is not None else None)
     if report.retry:
         raise TransientDeliveryError(f"temporary failure for touches {report.retry}")

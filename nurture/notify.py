@@ -45,6 +45,7 @@ def notify_owner(app: Nurture, subject: str, body: str) -> str:
     """Send one note to the owner now; its Message-ID. Raises a NurtureError (a DeliveryError
     from the transport) when it could not be sent: the caller decides how loudly to say so."""
     message = owner_message(app, subject, body)
-    with open_transport(app.settings.smtp_url, app.settings.outbox_dir) as transport:
+    with open_transport(app.settings.smtp_url, app.settings.outbox_dir,
+                        timeout=app.settings.smtp_timeout) as transport:
         transport.send(message)
     return str(message["Message-ID"])

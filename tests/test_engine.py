@@ -58,7 +58,7 @@ class RecordingDispatcher:
         assert job_id not in self.jobs, "a job id was enqueued twice"
         self.jobs[job_id] = list(touch_ids)
 
-    def lost(self, job_ids: Any) -> set[str]:
+    def lost(self, job_ids: Any, unleased: object = ()) -> set[str]:
         return {job_id for job_id in job_ids if job_id not in self.jobs}
 
     @property

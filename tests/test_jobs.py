@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis
 from rq import Queue, SimpleWorker
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 from nurture import jobs
 from nurture.app import Nurture
@@ -58,18 +58,61 @@ def test_many_workers_tick_once_per_interval(app: Nurture, clock: FakeClock,
 
 
 def test_lost_asks_redis_about_every_job_at_once(app: Nurture, connection: redis.Redis) -> None:
-    """Missing from Redis or over: lost. Still waiting in the queue: not lost."""
+    """Waiting: queued and in the queue's list, or scheduled for a retry. Everything else is
+    lost: missing, over, taken off the list by a worker killed before it ran the job, or
+    started by a worker that died before the job leased its rows."""
     dispatcher = jobs.RQDispatcher(app, connection)
-    dispatcher.enqueue("waiting", [])
-    dispatcher.enqueue("done", [])
     queue = Queue(app.settings.worker_queue, connection=connection)
-    queue.remove("waiting")  # leave "waiting" out of the burst below, but keep its job hash
+    dispatcher.enqueue("done", [])
     jobs.bind(app)
     try:
         SimpleWorker([queue], connection=connection).work(burst=True)
     finally:
         jobs.bind(None)
     assert Job.fetch("done", connection=connection).get_status() == "finished"
-    assert Job.fetch("waiting", connection=connection).get_status() == "queued"
-    assert dispatcher.lost(["waiting", "done", "never-existed"]) == {"done", "never-existed"}
+    for job_id in ("waiting", "taken", "stuck", "retrying"):
+        dispatcher.enqueue(job_id, [])
+    connection.lrem(queue.key, 0, "taken")  # what a worker's dequeue does, then it was killed
+    connection.lrem(queue.key, 0, "stuck")
+    Job.fetch("stuck", connection=connection).set_status(JobStatus.STARTED)
+    connection.lrem(queue.key, 0, "retrying")
+    Job.fetch("retrying", connection=connection).set_status(JobStatus.SCHEDULED)
+    ids = ["waiting", "done", "never-existed", "taken", "stuck", "retrying"]
+    assert dispatcher.lost(ids, unleased=ids) == {
+        "done", "never-existed", "taken", "stuck"}
+    # A started job that leased its rows is running: not lost.
+    assert dispatcher.lost(ids, unleased=set(ids) - {"stuck"}) == {"done", "never-existed", "taken"}
     assert dispatcher.lost([]) == set()
+
+
+def test_job_taken_by_a_worker_killed_before_it_began_is_queued_again(
+        app: Nurture, clock: FakeClock, connection: redis.Redis) -> None:
+    """The worker took the job off the queue and died before the job leased its rows: the
+    first tick after the grace plans them again, and each is sent once."""
+    from datetime import timedelta
+
+    from nurture.engine import tick
+    from nurture.models import Touch
+
+    add_contacts(app, 2)
+    enroll(app, "referral-outreach")
+    dispatcher = jobs.RQDispatcher(app, connection)
+    assert tick(app, dispatcher).enqueued == 2
+    queue = Queue(app.settings.worker_queue, connection=connection)
+    (job_id,) = queue.job_ids
+    connection.lrem(queue.key, 0, job_id)  # dequeued...
+    Job.fetch(job_id, connection=connection).set_status(JobStatus.STARTED)  # ...and killed
+    clock.advance(seconds=app.settings.worker_requeue_grace - 1)
+    assert tick(app, dispatcher).requeued == 0  # within the grace: left alone
+    clock.advance(timedelta(seconds=2))
+    report = tick(app, dispatcher)
+    assert (report.requeued, report.enqueued) == (2, 2)
+    jobs.bind(app)
+    try:
+        SimpleWorker([queue], connection=connection).work(burst=True)
+    finally:
+        jobs.bind(None)
+    with app.db.transaction() as session:
+        states = sorted(t.state for t in session.query(Touch).filter(Touch.step_id == "hello"))
+    assert states == ["sent", "sent"]
+    assert len(list(app.settings.outbox_dir.glob("*.eml"))) == 2

@@ -64,7 +64,7 @@ class Dispatcher:
     def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
         self.touch_ids += touch_ids
 
-    def lost(self, job_ids: Any) -> set[str]:
+    def lost(self, job_ids: Any, unleased: object = ()) -> set[str]:
         return set()
 
 

@@ -25,7 +25,7 @@ class Collect:
     def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
         self.ids += touch_ids
 
-    def lost(self, job_ids: object) -> set[str]:
+    def lost(self, job_ids: object, unleased: object = ()) -> set[str]:
         return set()
 
 
