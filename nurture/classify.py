@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import date
 from email import message_from_bytes, policy
 from email.errors import HeaderParseError
@@ -61,6 +62,7 @@ class Classification:
     return_date: date | None = None  # auto-replies: the day the person is back
     subject: str = ""
     sender: str | None = None  # From address, lower-case
+    matched: str | None = None  # the first of ``in_reply_to`` that is one of our Message-IDs
 
     def as_json(self) -> str:
         """One line of JSON with the keys the CLI prints."""
@@ -69,16 +71,23 @@ class Classification:
             "status": self.status, "message_ids": list(self.in_reply_to),
             "return_date": self.return_date.isoformat() if self.return_date else None,
             "subject": self.subject, "sender": self.sender,
+            "matched_message_id": self.matched,
         }, ensure_ascii=False)
 
 
-def classify(raw: bytes, *, today: date | None = None) -> Classification:
+def classify(raw: bytes, *, today: date | None = None,
+             ours: Callable[[str], bool] | None = None) -> Classification:
     """Classify one raw RFC 5322 message. Never raises: what cannot be read is ``other``.
 
     ``today`` anchors relative return dates in out-of-office notices ("back Monday"); without
     it the message's own Date header is the anchor, and without that no date is read.
+    ``ours`` tells our Message-IDs (:func:`nurture.render.is_our_message_id`): the first cited
+    one is the classification's ``matched``.
     """
-    return _classify(raw, today=today)
+    found = _classify(raw, today=today)
+    if ours is None:
+        return found
+    return replace(found, matched=next((i for i in found.in_reply_to if ours(i)), None))
 
 
 def _classify(raw: bytes, *, today: date | None = None, use_dateparser: bool = True

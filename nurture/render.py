@@ -64,7 +64,8 @@ from .sandbox import BoundedSandbox, LimitExceeded
 from .text import text_and_links
 
 __all__ = ["CONTEXT_KEYS", "RenderedEmail", "Renderer", "WireMessage", "build_message",
-           "layout_file", "make_message_id", "sample_context", "sparse_context", "wire_bytes"]
+           "is_our_message_id", "layout_file", "make_message_id", "sample_context",
+           "sparse_context", "wire_bytes"]
 
 LAYOUT = "_layout.mjml"
 SLOT = "<!-- nurture:body -->"
@@ -401,6 +402,20 @@ def make_message_id(enrollment_id: int, step_id: str, trigger_key: str, secret: 
         raise ValueError(f"{parts!r} cannot be written into a Message-ID")
     digest = hmac.new(secret.encode(), "\0".join(parts).encode(), hashlib.sha256).hexdigest()
     return f"<nurture.{'.'.join(parts)}.{digest[:12]}@{domain}>"
+
+
+_OUR_ID = re.compile(r"<nurture\.([A-Za-z0-9.-]+)\.([0-9a-f]{12})@([A-Za-z0-9.-]+)>")
+
+
+def is_our_message_id(message_id: str, secret: str, domain: str) -> bool:
+    """Whether ``message_id`` was made by :func:`make_message_id` with this secret and domain:
+    checked without a database, so a forged or foreign id is never taken for ours."""
+    found = _OUR_ID.fullmatch(message_id.strip())
+    if found is None or found.group(3).lower() != domain.lower():
+        return False
+    parts = found.group(1).split(".")
+    digest = hmac.new(secret.encode(), "\0".join(parts).encode(), hashlib.sha256).hexdigest()
+    return hmac.compare_digest(digest[:12], found.group(2))
 
 
 def _one_click_url(url: str) -> str:

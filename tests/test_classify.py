@@ -26,7 +26,7 @@ SISIMAI = SAMPLES / "sisimai"
 HUMAN = SAMPLES / "human"
 AUTOREPLIES = SAMPLES / "autoreplies"
 JSON_KEYS = {"kind", "hard", "recipient", "status", "message_ids", "return_date", "subject",
-             "sender"}
+             "sender", "matched_message_id"}
 TOUCH_ID = "<nurture.42.abc123def456@riverapt.example>"
 
 
@@ -374,3 +374,34 @@ def test_mailer_daemon_notice_that_is_not_a_failure_is_other() -> None:
            b"This is the mail system at host mx.example.\n\n"
            b"Your message was successfully delivered to the destination(s) listed below.\n")
     assert classify(raw).kind == "other"
+
+
+def test_matched_message_id_is_ours_only_with_the_right_secret(tmp_path: Path) -> None:
+    """A reply citing one of our Message-IDs names it; a forged or foreign one is not ours."""
+    from functools import partial
+
+    from nurture.render import is_our_message_id, make_message_id
+
+    ours = make_message_id(42, "hello", "", "s3cret", "riverapt.example")
+    forged = ours.replace(ours.split("@")[0].rsplit(".", 1)[1], "0" * 12)
+    assert forged != ours
+    raw = (f"From: Dana <dana@clinic.example>\r\nTo: alex@riverapt.example\r\n"
+           f"Subject: Re: hello\r\nIn-Reply-To: {ours}\r\n"
+           f"References: <other@example.com> {forged} {ours}\r\n\r\nThanks!\r\n").encode()
+    check = partial(is_our_message_id, secret="s3cret", domain="riverapt.example")
+    found = classify(raw, ours=check)
+    assert (found.kind, found.matched) == ("reply", ours)
+    assert classify(raw, ours=partial(check, secret="other")).matched is None
+    assert classify(raw).matched is None  # no project: nothing to match against
+    assert not check(forged) and not check("<nurture.42.hello.abc@riverapt.example>")
+    assert not is_our_message_id(ours, "s3cret", "elsewhere.example")
+    # The command matches with the project's own secret.
+    (tmp_path / "nurture.toml").write_text('[sender]\nemail = "alex@riverapt.example"\n'
+                                           '[secret]\nkey = "s3cret"\n')
+    path = tmp_path / "reply.eml"
+    path.write_bytes(raw)
+    from nurture.cli import main
+
+    result = CliRunner().invoke(main, ["--project", str(tmp_path), "inbox", "classify", str(path)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["matched_message_id"] == ours

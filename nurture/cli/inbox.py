@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
 import click
 
 from ..app import Nurture
-from .context import pass_app
+from ..settings import load_settings
+from .context import Context, pass_app
 
 # ..classify and ..mailbox are imported by their commands: `nurture worker` starts faster.
 
@@ -25,21 +28,38 @@ def inbox() -> None:
 @click.option("--today", type=click.DateTime(formats=["%Y-%m-%d"]), metavar="YYYY-MM-DD",
               help="Read relative return dates ('back Monday') from this day. "
                    "Default: each message's own Date header.")
-def classify_(files: tuple[Path, ...], today: datetime | None) -> None:
+@click.pass_obj
+def classify_(obj: Context | None, files: tuple[Path, ...], today: datetime | None) -> None:
     """Classify each FILE.eml as bounce, complaint, auto_reply, reply or other.
 
     Prints one JSON object per file, in order, with the keys kind, hard, recipient, status,
-    message_ids, return_date, subject and sender. A file that is not an email is "other".
+    message_ids, return_date, subject, sender and matched_message_id (the first cited
+    Message-ID that this project sent: needs its nurture.toml). A file that is not an email is
+    "other".
     """
     from ..classify import classify
 
     anchor = today.date() if today else None
+    ours = _our_message_ids(obj)
     for path in files:
         try:
             raw = path.read_bytes()
         except OSError as error:
             raise click.FileError(str(path), hint=error.strerror or str(error)) from None
-        click.echo(classify(raw, today=anchor).as_json())
+        click.echo(classify(raw, today=anchor, ours=ours).as_json())
+
+
+def _our_message_ids(obj: Context | None) -> Callable[[str], bool] | None:
+    """Recognises the project's Message-IDs, when there is a project here (read-only: a
+    folder without nurture.toml gets no secret generated into it)."""
+    from ..render import is_our_message_id
+    from ..settings import CONFIG_FILE
+
+    folder = (obj.project_dir if obj is not None else None) or Path.cwd()
+    if not (folder / CONFIG_FILE).is_file():
+        return None
+    settings = obj.settings if obj is not None else load_settings(folder)
+    return partial(is_our_message_id, secret=settings.secret_key, domain=settings.sender_domain)
 
 
 @inbox.command("poll")
