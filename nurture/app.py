@@ -126,7 +126,7 @@ class Nurture:
     def sender_view(self) -> dict[str, str]:
         s = self.settings
         return {"name": s.sender_name, "email": s.sender_email, "title": s.sender_title,
-                "signature": s.sender_signature}
+                "practice": s.practice_name, "signature": s.sender_signature}
 
     def practice_view(self) -> dict[str, str]:
         s = self.settings

@@ -77,7 +77,9 @@ def validate_project(settings: Settings) -> Validation:
     renderer = Renderer(settings.templates_dir)
     sender = {"name": settings.sender_name or "Sample Sender",
               "email": settings.sender_email or "sender@example.org",
-              "title": settings.sender_title, "signature": settings.sender_signature}
+              "title": settings.sender_title,
+              "practice": settings.practice_name or "Sample Practice",
+              "signature": settings.sender_signature}
     practice = {"name": settings.practice_name or "Sample Practice",
                 "address": settings.practice_address or "1 Sample Street, Springfield",
                 "phone": settings.practice_phone, "website": settings.practice_website}

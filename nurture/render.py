@@ -347,7 +347,8 @@ class Renderer:
 
 # Contexts -----------------------------------------------------------------------------------
 _SAMPLE_SENDER = {"name": "Sam Rivera", "email": "sam@riverside-pt.example",
-                  "title": "Physical therapist and owner", "signature": "Best,"}
+                  "title": "Physical therapist and owner",
+                  "practice": "Riverside Physical Therapy", "signature": "Best,"}
 _SAMPLE_PRACTICE = {"name": "Riverside Physical Therapy",
                     "address": "120 Main Street, Springfield, IL 62701",
                     "phone": "(555) 010-0199", "website": "https://riverside-pt.example"}

@@ -32,6 +32,7 @@ class Status:
     next: list[TouchLine] = field(default_factory=list)
     last: list[TouchLine] = field(default_factory=list)
     attention: list[TouchLine] = field(default_factory=list)
+    skipped: list[TouchLine] = field(default_factory=list)  # latest first, with the reason
     inbox: dict[str, int] = field(default_factory=dict)  # kind (nurture.classify.KINDS) → n
     inbox_unmatched: int = 0  # bounces, replies... that matched no contact: left alone
     # Contacts added by a referral from an unknown address (or imported with no name and no
@@ -77,4 +78,7 @@ def status(app: Nurture, limit: int = 10) -> Status:
                             at=Touch.sent_at)
         result.attention = lines(Touch.state.in_([TouchState.UNCERTAIN, TouchState.FAILED]),
                                  order=Touch.id, at=Touch.claimed_at, note=Touch.reason)
+        # e.g. "no unsent article left": the library needs more for these contacts.
+        result.skipped = lines(Touch.state == TouchState.SKIPPED, order=Touch.id.desc(),
+                               at=Touch.claimed_at, note=Touch.reason)
     return result

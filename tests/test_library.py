@@ -353,6 +353,10 @@ def test_nothing_left_skips_the_step_and_the_sequence_goes_on(tmp_path: Path, da
     with app.db.transaction() as session:
         kinds = [e.kind for e in session.scalars(select(Event).order_by(Event.id))]
     assert "touch_skipped" in kinds
+    from nurture.report import status  # reported too, with its reason
+
+    assert [(line.email, line.campaign, line.step, line.note) for line in status(app).skipped] == [
+        ("s@clinic.example", "again", "book", "no unsent book left")]
     app.close()
 
 

@@ -243,6 +243,15 @@ def test_blank_greeting_fails_check_with_sparse_contact(renderer: Renderer, temp
     assert "Hi ," in problem.message and "optional fields empty" in problem.message
 
 
+def test_sender_carries_the_practice_name(renderer: Renderer, templates: Path,
+                                          context: dict) -> None:
+    write(templates, "sig.mjml",
+          "<mj-text><p>{{ sender.name }}, {{ owner.practice }}</p></mj-text>")
+    text = renderer.render("sig.mjml", "Hi", context).text
+    assert f"{context['sender']['name']}, {context['sender']['practice']}" in text
+    assert context["sender"]["practice"]
+
+
 def test_default_filter_covers_empty_fields(renderer: Renderer, templates: Path,
                                             context: dict) -> None:
     """``default("there")`` must work for a contact whose first name is an empty field."""

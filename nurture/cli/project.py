@@ -68,7 +68,8 @@ def status(app: Nurture) -> None:
         click.echo(f"contacts needing details (a name or an organization): "
                    f"{', '.join(report.needs_details)}" + (f" and {more} more" if more else ""))
     for title, lines in (("next sends:", report.next), ("last sends:", report.last),
-                         ("needs attention (uncertain or failed):", report.attention)):
+                         ("needs attention (uncertain or failed):", report.attention),
+                         ("recently skipped:", report.skipped)):
         if lines:
             click.echo(title)
             for line in lines:
