@@ -15,7 +15,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -52,6 +52,20 @@ def check_external_ref(ref: str | None, *, file: str = "<input>", line: int | No
                                   "digits and . _ : / - only (no names or spaces), at most 100")])
 
 
+def future_date_problem(on: date, today: date) -> str | None:
+    """Why ``on`` cannot be a referral's day: more than a day ahead of the practice's today
+    (a day of slack for time zones) is a typo, such as 2062 for 2026."""
+    if on > today + timedelta(days=1):
+        return f"{on.isoformat()} is in the future (today is {today.isoformat()})"
+    return None
+
+
+def check_referral_date(app: Nurture, on: date, *, file: str = "<input>",
+                        line: int | None = None) -> None:
+    if (problem := future_date_problem(on, referral_day(app))) is not None:
+        raise InputError([Problem(file, line, "date", problem)])
+
+
 def referral_day(app: Nurture, on: date | None = None) -> date:
     """``on``, or today in the practice's time zone (a referral's default date)."""
     return on or app.now().astimezone(ZoneInfo(app.settings.practice_timezone)).date()
@@ -70,6 +84,7 @@ def add_referral(app: Nurture, email: str, *, on: date | None = None,
     """
     check_external_ref(external_ref)
     day = referral_day(app, on)
+    check_referral_date(app, day)
     result = retry_conflicts(app.db, lambda session: record_referral(
         app, session, email, day, external_ref, source))
     if notify and not result.duplicate:

@@ -31,6 +31,7 @@ from .errors import InputError, Problem
 from .referrals import (
     ReferralResult,
     check_external_ref,
+    future_date_problem,
     notify_referrals,
     record_referral,
     referral_day,
@@ -138,6 +139,9 @@ def _validate(path: Path, today: date) -> list[Row]:
                 on = date.fromisoformat(text)
             except ValueError:
                 bad("date", f"{text!r} is not a date in the form YYYY-MM-DD")
+            else:
+                if (problem := future_date_problem(on, today)) is not None:
+                    bad("date", problem)
         if ref is not None:
             try:
                 check_external_ref(ref, file=where, line=line)

@@ -40,7 +40,7 @@ from .engine import suppress_contact
 from .errors import InputError, NurtureError, Problem
 from .inbox import record_reply_in
 from .models import Contact, ContactStatus, WebhookDelivery, WebhookSignature
-from .referrals import notify_referrals, record_referral, referral_day
+from .referrals import future_date_problem, notify_referrals, record_referral, referral_day
 from .unsubscribe import read_token
 
 log = logging.getLogger(__name__)
@@ -214,6 +214,9 @@ class Acted:
 def _record_referral(app: Nurture, session: Session, hook: webhooks.ReferralHook) -> Acted:
     """The referral intake every path shares; the owner's note follows the commit."""
     on = referral_day(app, hook.on)
+    if (problem := future_date_problem(on, referral_day(app))) is not None:
+        raise webhooks.WebhookError(422, "the body is not valid", [
+            Problem("body", None, "date", problem)])
     result = record_referral(app, session, hook.email, on, hook.ref, "webhook")
     if result.duplicate:  # this ref was recorded before (by any path): nothing new to tell
         return Acted(asdict(result))

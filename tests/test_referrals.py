@@ -171,6 +171,21 @@ def test_a_bad_file_records_nothing_and_names_every_problem(project: Nurture,
     assert snapshot(project) == before  # nothing recorded, nobody notified
 
 
+def test_a_referral_from_the_future_is_refused_by_every_intake(project: Nurture,
+                                                                tmp_path: Path) -> None:
+    """A year typed wrong (2062 for 2026) is an error naming the line and field, not a record."""
+    before = snapshot(project)
+    path = write(tmp_path, f"email,date,ref\n{LEE},2026-12-04,EHR-1\n{SAM},2062-12-04,EHR-2\n")
+    with pytest.raises(InputError) as caught:
+        import_referrals(project, path, notify=True)
+    assert [(p.line, p.field, p.message) for p in caught.value.problems] == [
+        (3, "date", "2062-12-04 is in the future (today is 2026-12-07)")]
+    with pytest.raises(InputError) as caught:
+        add_referral(project, LEE, on=date(2062, 12, 4))
+    assert [p.field for p in caught.value.problems] == ["date"]
+    assert snapshot(project) == before
+
+
 @pytest.mark.parametrize("text, problem", [
     ("", (None, "email", "a header row naming email is required")),
     ("date,ref\n2026-12-04,EHR-1\n", (1, "email", "a header row naming email is required")),

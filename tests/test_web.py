@@ -386,6 +386,18 @@ def test_invalid_referral_is_422_listing_every_problem(client: FlaskClient,
     assert "Jane Doe" not in json.dumps([e.detail for e in rows(project, Event)])
 
 
+def test_referral_from_the_future_is_422_and_changes_nothing(client: FlaskClient,
+                                                              project: Nurture) -> None:
+    before = snapshot(project)
+    response = post_hook(client, project, "/hooks/referral", {"email": LEE, "date": "2062-12-04"})
+    assert response.status_code == 422
+    assert problems(response) == {"date": "2062-12-04 is in the future (today is 2026-12-07)"}
+    assert snapshot(project) == before
+    tomorrow = post_hook(client, project, "/hooks/referral", {"email": LEE, "date": "2026-12-08"},
+                         key="key-2")  # a day of slack for time zones
+    assert tomorrow.status_code == 200
+
+
 def test_a_refused_delivery_does_not_burn_its_key(client: FlaskClient, project: Nurture,
                                                   clock: FakeClock) -> None:
     bad = post_hook(client, project, "/hooks/referral", {"email": LEE, "patient": "x"})
