@@ -176,6 +176,10 @@ _CLAIM = (update(Touch)
           .returning(Touch.id))
 _CLAIM_MINE = _CLAIM.where(Touch.job_id == bindparam("b_job"))
 _PAUSED = select(CampaignRow.paused).where(CampaignRow.id == bindparam("b_campaign"))
+_LOCK_CONTACT = (select(Contact.id).where(Contact.id == bindparam("b_contact"))
+                 .with_for_update(read=True))
+_LOCK_ENROLLMENT = (select(Enrollment.id).where(Enrollment.id == bindparam("b_enrollment"))
+                    .with_for_update(read=True))
 # ``uncertain`` too: if the lease ran out while we were sending, we now know it went.
 _SENT = (update(Touch)
          .where(Touch.id == bindparam("b_id"),
@@ -193,9 +197,9 @@ def _lock_owners(session: Session, contact_id: int, enrollment_id: int) -> None:
     so the two cannot deadlock. SQLite serialises writers anyway (every transaction here begins
     IMMEDIATE), so it needs no row locks.
     """
-    session.execute(select(Contact.id).where(Contact.id == contact_id).with_for_update(read=True))
-    session.execute(select(Enrollment.id).where(Enrollment.id == enrollment_id)
-                    .with_for_update(read=True))
+    connection = session.connection()
+    connection.execute(_LOCK_CONTACT, {"b_contact": contact_id})
+    connection.execute(_LOCK_ENROLLMENT, {"b_enrollment": enrollment_id})
 
 
 def _recheck(app: Nurture, session: Session, touch: Touch) -> str | None:
