@@ -8,6 +8,7 @@ which a person resolves, because a wrong guess is a duplicate in a referral sour
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -246,7 +247,7 @@ class SmtpTransport(Transport):
             raise
 
     def _open(self) -> _SMTP:
-        context = ssl.create_default_context()
+        context = _tls_context() if self.scheme == "smtps" or self.starttls else None
         try:
             if self.scheme == "smtps":
                 smtp: _SMTP = _SMTPS(self.host, self.port, self.local_hostname,
@@ -329,6 +330,13 @@ def _eml_name(message: EmailMessage, data: bytes) -> str:
     if safe != message_id or len(safe) > 150:
         safe = f"{safe[:100]}-{hashlib.sha256(message_id.encode()).hexdigest()[:12]}"
     return f"{safe}.eml"
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context per process: making one reads the system's CA certificates
+    (about 20 ms, measured in bench/), too slow to repeat for every SMTP connection."""
+    return ssl.create_default_context()
 
 
 def open_transport(smtp_url: str | None, outbox_dir: Path, *,

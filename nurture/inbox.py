@@ -427,6 +427,23 @@ def _claim_notice(app: Nurture, row_id: int, now: datetime) -> EmailMessage | No
         return notice_message(app, session, row)
 
 
+def reply_note(app: Nurture, session: Session, contact: Contact, result: ReplyResult,
+               message_id: str | None = None) -> tuple[str, str]:
+    """The owner's note about a reply reported from outside (``POST /hooks/reply``): who, to
+    which email when the Message-ID is ours, what stopped. The mailbox holds what they wrote."""
+    who = _person(contact)
+    touch = session.scalar(select(Touch).where(Touch.message_id == message_id)) \
+        if message_id else None
+    lines = [f"{who} <{contact.email}> replied (reported by your mail provider or intake form)."]
+    if touch is not None:
+        lines.append(f"In reply to: {touch.enrollment.campaign_id} / {touch.step_id}: "
+                     f"\"{touch.subject or ''}\"")
+    lines.append("Stopped: " + (", ".join(result.stopped) + ": nothing more goes out from it"
+                                if result.stopped else "nothing was running that stops on a reply"))
+    lines += ["", "Answer them yourself: nurture sends nothing in reply.", ""]
+    return f"Reply from {who}: answer personally", "\n".join(lines)
+
+
 def notice_id(app: Nurture, row_id: int) -> str:
     """The notification's Message-ID: derived from its row, so a second copy threads as one."""
     secret = app.settings.secret_key.encode()

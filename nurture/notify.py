@@ -8,6 +8,7 @@ Callers pass text that holds nothing about patients: nurture stores nothing abou
 
 from __future__ import annotations
 
+import logging
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP
@@ -15,7 +16,10 @@ from email.utils import format_datetime, make_msgid
 
 from .app import Nurture
 from .delivery import open_transport
+from .engine import log_event
 from .errors import NurtureError
+
+log = logging.getLogger(__name__)
 
 FROM_NAME = "nurture"
 
@@ -49,3 +53,17 @@ def notify_owner(app: Nurture, subject: str, body: str) -> str:
                         timeout=app.settings.smtp_timeout) as transport:
         transport.send(message)
     return str(message["Message-ID"])
+
+
+def tell_owner(app: Nurture, subject: str, body: str) -> str | None:
+    """:func:`notify_owner` about something already committed: a failed note never undoes it.
+    The failure is logged and kept as an event; returns why, or None when the note went."""
+    try:
+        notify_owner(app, subject, body)
+    except NurtureError as exc:
+        log.warning("the owner was not notified (%s): %s", subject, exc)
+        with app.db.transaction() as session:
+            log_event(session, app.now(), "owner_notification_failed", subject=subject,
+                      error=str(exc))
+        return str(exc)
+    return None

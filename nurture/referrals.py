@@ -26,9 +26,9 @@ from .campaigns import Campaign
 from .conflicts import retry_conflicts
 from .contacts import get_or_create_contact
 from .engine import enroll_contact, log_event, plan_touch, stop_contact
-from .errors import InputError, NurtureError, Problem
+from .errors import InputError, Problem
 from .models import Contact, ContactStatus, Enrollment, EnrollmentState, Referral, Touch, TouchState
-from .notify import notify_owner
+from .notify import tell_owner
 
 log = logging.getLogger(__name__)
 
@@ -190,15 +190,7 @@ def notify_referrals(app: Nurture, recorded: Sequence[tuple[ReferralResult, date
         subject = f"{len(fresh)} referrals from {sources}" + (f" ({origin})" if origin else "")
     body = "\n\n".join([*paragraphs, "Consider a personal note too: a thank-you from nurture "
                          "is good, a few lines from you are better."])
-    try:
-        notify_owner(app, subject, body)
-    except NurtureError as exc:
-        log.warning("referrals recorded, but the owner was not notified: %s", exc)
-        with app.db.transaction() as session:
-            log_event(session, app.now(), "owner_notification_failed", subject=subject,
-                      error=str(exc))
-        return str(exc)
-    return None
+    return tell_owner(app, subject, body)
 
 
 def _name(session: Session, email: str) -> str:

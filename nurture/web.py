@@ -38,8 +38,9 @@ from .conflicts import retry_conflicts
 from .contacts import get_contact
 from .engine import suppress_contact
 from .errors import InputError, NurtureError, Problem
-from .inbox import record_reply_in
+from .inbox import record_reply_in, reply_note
 from .models import Contact, ContactStatus, WebhookDelivery, WebhookSignature
+from .notify import tell_owner
 from .referrals import future_date_problem, notify_referrals, record_referral, referral_day
 from .unsubscribe import read_token
 
@@ -230,7 +231,8 @@ def _record_reply(app: Nurture, session: Session, hook: webhooks.ReplyHook) -> A
             Problem("body", None, "email", "is not a contact")])
     result = record_reply_in(app, session, contact, at=hook.received_at, source="webhook",
                              message_id=hook.message_id)
-    return Acted(asdict(result))
+    subject, body = reply_note(app, session, contact, result, hook.message_id)
+    return Acted(asdict(result), lambda: tell_owner(app, subject, body))
 
 
 def _hook(nurture: Nurture, endpoint: str, validate: Callable[[Any], H],

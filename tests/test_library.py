@@ -31,6 +31,7 @@ from nurture.models import Contact, ContentSent, Event, Touch
 from nurture.project import validate_project
 from nurture.sending import DeliveryReport, deliver
 from tests.conftest import REPO, make_settings
+from tests.seeding import RecordingDispatcher
 
 LIBRARY = """\
 articles:
@@ -55,19 +56,6 @@ books:
 
 
 # Helpers shared with test_threading and test_preview ------------------------------------------
-class Dispatcher:
-    """Records what the tick hands over, instead of RQ."""
-
-    def __init__(self) -> None:
-        self.touch_ids: list[int] = []
-
-    def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
-        self.touch_ids += touch_ids
-
-    def lost(self, job_ids: Any, unleased: object = ()) -> set[str]:
-        return set()
-
-
 class Collect(Transport):
     """Keeps each message; raises ``fail`` (once) instead when it is set."""
 
@@ -113,9 +101,9 @@ def add_contact(app: Nurture, email: str, *, first: str = "Dana", role: str = ""
 
 
 def send_due(app: Nurture, transport: Transport) -> DeliveryReport:
-    dispatcher = Dispatcher()
+    dispatcher = RecordingDispatcher()
     tick(app, dispatcher)
-    return deliver(app, dispatcher.touch_ids, transport)
+    return deliver(app, dispatcher.ids, transport)
 
 
 def touches(app: Nurture) -> list[Touch]:

@@ -16,17 +16,7 @@ from nurture.engine import enroll, tick
 from nurture.models import Touch
 from nurture.sending import deliver
 from tests.conftest import make_settings
-
-
-class Collect:
-    def __init__(self) -> None:
-        self.ids: list[int] = []
-
-    def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
-        self.ids += touch_ids
-
-    def lost(self, job_ids: object, unleased: object = ()) -> set[str]:
-        return set()
+from tests.seeding import RecordingDispatcher
 
 
 def project(tmp_path: Path, database_url: str, clock: FakeClock, contacts: int, **limits: int
@@ -41,7 +31,7 @@ def project(tmp_path: Path, database_url: str, clock: FakeClock, contacts: int, 
 
 
 def run_once(app: Nurture, tmp_path: Path) -> list[int]:
-    queued = Collect()
+    queued = RecordingDispatcher()
     tick(app, queued)
     with OutboxTransport(tmp_path / "out") as transport:
         return deliver(app, queued.ids, transport).sent
@@ -82,7 +72,7 @@ def test_cap_holds_across_concurrent_workers(tmp_path: Path, database_url: str,
                                              clock: FakeClock) -> None:
     """Four workers claiming at once never exceed the cap."""
     app = project(tmp_path, database_url, clock, 12, limits_per_day=5)
-    queued = Collect()
+    queued = RecordingDispatcher()
     tick(app, queued)
     workers = [Nurture.open(app.settings, clock) for _ in range(4)]
     sent: list[int] = []

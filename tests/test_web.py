@@ -471,6 +471,15 @@ def test_reply_hook_stops_the_sequence(client: FlaskClient, project: Nurture) ->
     [enrollment] = rows(project, Enrollment, Enrollment.contact_id == contact(project).id)
     assert (enrollment.state, enrollment.stop_reason) == ("stopped", "reply")
     assert touches(project, SAM) == {"hello": "scheduled"}
+    [note] = outbox(project)  # the owner hears of it, once the reply is committed
+    assert note["Subject"] == "Reply from Dana Lee: answer personally"
+    body = note.get_content()
+    assert f"Dana Lee <{LEE}> replied" in body
+    assert "Stopped: referral-outreach: nothing more goes out from it" in body
+    again = post_hook(client, project, "/hooks/reply",
+                      {"email": LEE, "received_at": "2026-12-07T08:55:00-05:00",
+                       "message_id": "<r1@clinic.example>"}, skew=1)  # the same key, re-signed
+    assert again.status_code == 200 and len(outbox(project)) == 1  # a replay tells nobody
 
 
 def test_reply_from_an_unknown_address_is_404(client: FlaskClient, project: Nurture) -> None:
