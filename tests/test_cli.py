@@ -83,8 +83,9 @@ def test_import_enroll_reply_referral_status(project: Path, database_url: str) -
     code, out = invoke(project, "reply", "DR.LEE@lakeside-ortho.example.org", db=database_url)
     assert out.strip() == ("reply from dr.lee@lakeside-ortho.example.org recorded; "
                            "stopped: referral-outreach")
-    code, out = invoke(project, "referral", "add", "priya.shah@maplefamilymed.example.com",
-                       "--date", "2026-12-08", "--ref", "EHR-123", db=database_url)
+    code, out = invoke(project, "--now", NOW, "referral", "add",
+                       "priya.shah@maplefamilymed.example.com", "--date", "2026-12-08",
+                       "--ref", "EHR-123", db=database_url)  # tomorrow: within a day's slack
     assert code == 0, out
     assert "thank-you planned: referral-outreach/thank-you" in out
     assert "enrolled in: partner-care" in out
