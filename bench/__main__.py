@@ -74,7 +74,7 @@ def main() -> None:
 
 # Pipeline -------------------------------------------------------------------------------------
 CONFIGS = (("postgresql", 1, 50), ("postgresql", 2, 50), ("postgresql", 1, 200),
-           ("postgresql", 2, 200), ("sqlite", 1, 50), ("sqlite", 1, 200))
+           ("postgresql", 2, 200), ("sqlite", 1, 50), ("sqlite", 1, 200), ("sqlite", 2, 200))
 
 
 def measure_pipeline(n: int, box: float, *, breakdown_n: int) -> dict[str, Any]:
