@@ -37,8 +37,8 @@ from .models import Contact, ContentSent, Enrollment, Referral, Touch, TouchStat
 from .render import RenderedEmail, build_message, make_message_id
 from .unsubscribe import unsubscribe_mailto, unsubscribe_url
 
-__all__ = ["Composed", "Thread", "claim_item", "compose", "compose_touch", "find_thread",
-           "template_context"]
+__all__ = ["Composed", "Prepared", "Thread", "claim_item", "compose", "compose_touch",
+           "find_thread", "prepare_touch", "render_touch", "template_context"]
 
 #: A touch in one of these states did not send its item: the item is free again.
 RELEASED = (TouchState.FAILED, TouchState.CANCELLED, TouchState.SKIPPED)
@@ -48,7 +48,7 @@ RELEASED = (TouchState.FAILED, TouchState.CANCELLED, TouchState.SKIPPED)
 class Thread:
     """The conversation a reply joins: the subject to answer and the Message-IDs to cite."""
 
-    subject: str
+    subject: str | None  # None: the step's own subject (the earlier one's is not known)
     in_reply_to: str
     references: tuple[str, ...]
 
@@ -65,36 +65,73 @@ class Composed:
 
 
 # The touch, from the database ----------------------------------------------------------------
-def compose_touch(app: Nurture, session: Session, touch: Touch) -> Composed:
-    """The message ``touch`` would send now. Records its item and its Message-ID on the touch
-    (the caller's transaction commits or discards them)."""
+@dataclass(frozen=True)
+class Prepared:
+    """Everything a touch's email is made of, read from the database: rendering it needs none,
+    so a send renders after its claim has committed, holding no lock."""
+
+    campaign: Campaign
+    step: Step
+    context: dict[str, Any]
+    to_name: str
+    to_email: str
+    message_id: str
+    unsubscribe_mailto: str
+    item: Item | None
+    thread: Thread | None
+
+
+def prepare_touch(app: Nurture, session: Session, touch: Touch) -> Prepared | str:
+    """The database half of composing ``touch``: its library item (claimed in the caller's
+    transaction), the relationship facts, the thread and the Message-ID. A string says why the
+    touch has nothing to send (no unsent item left)."""
     enrollment, contact = touch.enrollment, touch.enrollment.contact
     campaign = app.campaigns[enrollment.campaign_id]
     step = campaign.step(touch.step_id)
+    item = None
+    if step.content is not None:
+        item = claim_item(app, session, contact, touch, step.content)
+        if item is None:
+            return f"no unsent {step.content.kind} left"
+    referral_count, last_referral_date, touches_sent = session.connection().execute(
+        _FACTS, {"b_contact": contact.id}).one()
+    link = unsubscribe_url(app.settings, contact.id)
+    context = template_context(app, contact_view(contact), campaign, step, item, link,
+                               referral_count=referral_count,
+                               last_referral_date=last_referral_date,
+                               touch_count=touches_sent or 0)
+    return Prepared(campaign, step, context,
+                    to_name=" ".join(p for p in (contact.first_name, contact.last_name) if p),
+                    to_email=contact.email,
+                    message_id=make_message_id(touch.enrollment_id, touch.step_id,
+                                               touch.trigger_key, app.settings.secret_key,
+                                               app.settings.sender_domain),
+                    unsubscribe_mailto=unsubscribe_mailto(app.settings, contact.id),
+                    item=item, thread=find_thread(session, touch, campaign, step))
+
+
+def render_touch(app: Nurture, prepared: Prepared, date: datetime) -> Composed:
+    """The other half: the email itself, from :func:`prepare_touch`'s result alone."""
+    rendered, message = compose(app, prepared.campaign, prepared.step, prepared.context,
+                                to_name=prepared.to_name, to_email=prepared.to_email,
+                                message_id=prepared.message_id,
+                                unsubscribe_mailto=prepared.unsubscribe_mailto,
+                                thread=prepared.thread, date=date)
+    return Composed(message, rendered, prepared.item, prepared.thread)
+
+
+def compose_touch(app: Nurture, session: Session, touch: Touch) -> Composed:
+    """The message ``touch`` would send now, both halves in the caller's transaction (what
+    ``nurture preview`` shows). Records its item, Message-ID and subject on the touch (the
+    caller's transaction commits or discards them)."""
     with session.begin_nested():  # a template error below undoes the item's claim
-        item = None
-        if step.content is not None:
-            item = claim_item(app, session, contact, touch, step.content)
-            if item is None:
-                return Composed(None, skipped=f"no unsent {step.content.kind} left")
-        referral_count, last_referral_date, touches_sent = session.connection().execute(
-            _FACTS, {"b_contact": contact.id}).one()
-        link = unsubscribe_url(app.settings, contact.id)
-        context = template_context(app, contact_view(contact), campaign, step, item, link,
-                                   referral_count=referral_count,
-                                   last_referral_date=last_referral_date,
-                                   touch_count=touches_sent or 0)
-        thread = find_thread(session, touch, campaign, step)
-        message_id = make_message_id(touch.enrollment_id, touch.step_id, touch.trigger_key,
-                                     app.settings.secret_key, app.settings.sender_domain)
-        to_name = " ".join(p for p in (contact.first_name, contact.last_name) if p)
-        rendered, message = compose(app, campaign, step, context, to_name=to_name,
-                                    to_email=contact.email, message_id=message_id,
-                                    unsubscribe_mailto=unsubscribe_mailto(app.settings,
-                                                                          contact.id),
-                                    thread=thread, date=app.now())
-    touch.message_id, touch.subject = message_id, rendered.subject
-    return Composed(message, rendered, item, thread)
+        prepared = prepare_touch(app, session, touch)
+        if isinstance(prepared, str):
+            return Composed(None, skipped=prepared)
+        composed = render_touch(app, prepared, app.now())
+    assert composed.rendered is not None
+    touch.message_id, touch.subject = prepared.message_id, composed.rendered.subject
+    return composed
 
 
 # A contact's safe relationship facts, in one statement built once (it runs for every email).
@@ -179,8 +216,9 @@ def find_thread(session: Session, touch: Touch, campaign: Campaign, step: Step) 
             break
     if not chain:
         return None
-    title = subject or ""
-    return Thread(title if title.casefold().startswith("re:") else f"Re: {title}",
+    if not subject:  # a send recorded without its subject (settled by `nurture resolve`)
+        return Thread(None, chain[-1], tuple(chain))
+    return Thread(subject if subject.casefold().startswith("re:") else f"Re: {subject}",
                   chain[-1], tuple(chain))
 
 
@@ -211,7 +249,7 @@ def compose(app: Nurture, campaign: Campaign, step: Step, context: dict[str, Any
     settings = app.settings
     rendered = app.renderer.render(step.template, step.subject, context,
                                    field=f"{campaign.id}.steps.{step.id}", layout=step.layout)
-    if thread is not None:
+    if thread is not None and thread.subject:
         rendered = replace(rendered, subject=thread.subject)
     message = build_message(rendered, from_name=settings.sender_name,
                             from_email=settings.sender_email, to_name=to_name, to_email=to_email,

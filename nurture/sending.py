@@ -2,13 +2,15 @@
 
 1. **Claim** the row with a compare-and-set update (queued → sending) and, in the same
    transaction, re-check everything that may have changed since it was planned: the contact's
-   status, the enrollment, the campaign and step, the send window. Render it there too, so a
-   broken template fails the row instead of half-sending it.
-2. **Send** over the transport, outside any transaction.
-3. **Record** it as sent with its Message-ID and plan the next step, in one transaction.
+   status, the enrollment, the campaign and step, the send window, the mailbox's limits. Read
+   what the email is made of there too (its library item, its thread, its Message-ID).
+2. **Render** it once that has committed, holding no lock. A broken template fails the row
+   before anything is sent.
+3. **Send** over the transport, outside any transaction.
+4. **Record** it as sent, with its subject, and plan the next step, in one transaction.
 
 No code path sends without holding the claim, so two workers, two ticks or a retried RQ job can
-never send one row twice. A worker killed between 2 and 3 leaves the row ``sending``; its lease
+never send one row twice. A worker killed between 1 and 4 leaves the row ``sending``; its lease
 expires and :func:`nurture.engine.recover_expired_claims` marks it ``uncertain``.
 """
 
@@ -17,14 +19,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.orm import Session, defaultload, lazyload
 
 from .app import Nurture
 from .campaigns import round_of
-from .compose import compose_touch
+from .compose import Composed, prepare_touch, render_touch
 from .delivery import (
     DeliveryError,
     PermanentDeliveryError,
@@ -36,7 +37,15 @@ from .engine import advance, log_event, suppress_contact
 from .errors import TemplateError
 from .limits import take_send
 from .models import Campaign as CampaignRow
-from .models import Contact, ContactStatus, Enrollment, EnrollmentState, Touch, TouchState
+from .models import (
+    Contact,
+    ContactStatus,
+    ContentSent,
+    Enrollment,
+    EnrollmentState,
+    Touch,
+    TouchState,
+)
 from .schedule import in_window, next_window_opening
 
 log = logging.getLogger(__name__)
@@ -74,27 +83,28 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
             if job_id is not None and (renewed is None or app.now() >= renewed):
                 renewed = _renew_job_lease(app, job_id)
             try:
-                message = _claim(app, touch_id, owners.get(touch_id), report, job_id)
+                composed = _claim(app, touch_id, owners.get(touch_id), report, job_id)
             except Exception as exc:  # a bug or bad data in one row
                 log.exception("touch %s could not be prepared", touch_id)
                 _count_attempt(app, touch_id, exc, report)
                 continue
-            if message is None:
+            if composed is None or composed.message is None or composed.rendered is None:
                 continue
+            subject = composed.rendered.subject
             try:
-                transport.send(message)
+                transport.send(composed.message)
             except DeliveryError as exc:
                 if exc.connecting:
                     _release(app, touch_id)
                     report.unavailable = str(exc)
                     report.retry.append(touch_id)
                     break
-                _record_failure(app, touch_id, exc, report)
+                _record_failure(app, touch_id, exc, subject, report)
             except Exception as exc:  # we cannot tell how far it got: never resend blindly
                 log.exception("touch %s: unexpected error while sending", touch_id)
-                _record_failure(app, touch_id, UncertainDeliveryError(repr(exc)), report)
+                _record_failure(app, touch_id, UncertainDeliveryError(repr(exc)), subject, report)
             else:
-                _record_sent(app, touch_id, owners.get(touch_id), report)
+                _record_sent(app, touch_id, owners.get(touch_id), subject, report)
     return report
 
 
@@ -121,7 +131,7 @@ def _renew_job_lease(app: Nurture, job_id: str) -> datetime:
 
 
 def _claim(app: Nurture, touch_id: int, owners: tuple[int, int] | None,
-           report: DeliveryReport, job_id: str | None = None) -> EmailMessage | None:
+           report: DeliveryReport, job_id: str | None = None) -> Composed | None:
     now = app.now()
     lease = now + timedelta(seconds=app.settings.worker_lease_seconds)
     with app.db.transaction() as session:
@@ -139,22 +149,57 @@ def _claim(app: Nurture, touch_id: int, owners: tuple[int, int] | None,
             report.rescheduled.append(touch_id)
             return None
         if why_not:
-            touch.state, touch.reason = TouchState.SKIPPED, why_not
-            log_event(session, now, "touch_skipped", touch_id=touch.id,
-                      enrollment_id=touch.enrollment_id, why=why_not)
+            _skip(app, session, touch, why_not, now, advancing=False)
             report.skipped.append(touch_id)
             return None
-        try:
-            message = _compose(app, session, touch)
-        except TemplateError as exc:
-            touch.state, touch.reason = TouchState.FAILED, str(exc)
-            log_event(session, now, "touch_failed", touch_id=touch.id,
-                      enrollment_id=touch.enrollment_id, why=str(exc))
-            report.failed.append(touch_id)
+        prepared = prepare_touch(app, session, touch)
+        if isinstance(prepared, str):  # nothing left in the library for this contact
+            _skip(app, session, touch, prepared, now, advancing=True)
+            report.skipped.append(touch_id)
             return None
-        if message is None:
-            report.skipped.append(touch_id)  # nothing left in the library for this contact
-        return message
+        touch.message_id = prepared.message_id
+    # Rendered once the claim has committed, holding no lock: SQLite's one writer and the
+    # mailbox row are free for other workers meanwhile.
+    try:
+        return render_touch(app, prepared, app.now())
+    except Exception as exc:  # noqa: BLE001 - a broken template or a bug: this row only
+        _unclaim(app, touch_id, exc, report)
+        return None
+
+
+def _skip(app: Nurture, session: Session, touch: Touch, why: str, now: datetime, *,
+          advancing: bool) -> None:
+    """Record why the touch goes out never. A step with nothing left to pick is passed over
+    and the sequence goes on; anything else (a stop, a suppression) ends here."""
+    touch.state, touch.reason = TouchState.SKIPPED, why
+    log_event(session, now, "touch_skipped", touch_id=touch.id,
+              enrollment_id=touch.enrollment_id, why=why)
+    if advancing:
+        advance(app, session, touch, now)
+
+
+def _unclaim(app: Nurture, touch_id: int, exc: Exception, report: DeliveryReport) -> None:
+    """The claimed touch could not be rendered. A template error fails it (its library item is
+    free again); anything else hands it back, queued, with the attempt counted, and fails it
+    after the last attempt, like :func:`_count_attempt`."""
+    now, why = app.now(), str(exc) if isinstance(exc, TemplateError) else repr(exc)
+    if not isinstance(exc, TemplateError):
+        log.error("touch %s could not be rendered", touch_id, exc_info=exc)
+    give_up = isinstance(exc, TemplateError)
+    with app.db.transaction() as session:
+        back = session.execute(
+            update(Touch).where(Touch.id == touch_id, Touch.state == TouchState.SENDING)
+            .values(state=TouchState.QUEUED, reason=why, lease_until=None)
+            .returning(Touch.attempts, Touch.enrollment_id)).first()
+        if back is None:
+            return
+        if give_up or back.attempts >= app.settings.worker_max_attempts:
+            session.execute(update(Touch).where(Touch.id == touch_id)
+                            .values(state=TouchState.FAILED))
+            session.execute(delete(ContentSent).where(ContentSent.touch_id == touch_id))
+            log_event(session, now, "touch_failed", touch_id=touch_id,
+                      enrollment_id=back.enrollment_id, why=why)
+            report.failed.append(touch_id)
 
 
 def _load(session: Session, touch_id: int) -> Touch:
@@ -184,7 +229,8 @@ _LOCK_ENROLLMENT = (select(Enrollment.id).where(Enrollment.id == bindparam("b_en
 _SENT = (update(Touch)
          .where(Touch.id == bindparam("b_id"),
                 Touch.state.in_([TouchState.SENDING, TouchState.UNCERTAIN]))
-         .values(state=TouchState.SENT, sent_at=bindparam("b_now"), reason=None)
+         .values(state=TouchState.SENT, sent_at=bindparam("b_now"), reason=None,
+                 subject=bindparam("b_subject"))
          .returning(Touch.id))
 
 
@@ -242,28 +288,12 @@ def _recheck(app: Nurture, session: Session, touch: Touch) -> str | None:
     return None
 
 
-def _compose(app: Nurture, session: Session, touch: Touch) -> EmailMessage | None:
-    """The touch's message (see :func:`nurture.compose.compose_touch`, which previews share).
-
-    None when the step picks from the library and nothing is left for this contact: the touch
-    is skipped (recorded, with the reason) and the sequence goes on with the next step.
-    """
-    composed = compose_touch(app, session, touch)
-    if composed.skipped:
-        now = app.now()
-        touch.state, touch.reason = TouchState.SKIPPED, composed.skipped
-        log_event(session, now, "touch_skipped", touch_id=touch.id,
-                  enrollment_id=touch.enrollment_id, why=composed.skipped)
-        advance(app, session, touch, now)
-        return None
-    return composed.message
-
-
-def _record_sent(app: Nurture, touch_id: int, owners: tuple[int, int] | None,
+def _record_sent(app: Nurture, touch_id: int, owners: tuple[int, int] | None, subject: str,
                  report: DeliveryReport) -> None:
     now = app.now()
     with app.db.transaction() as session:
-        done = session.connection().scalar(_SENT, {"b_id": touch_id, "b_now": now})
+        done = session.connection().scalar(_SENT, {"b_id": touch_id, "b_now": now,
+                                                   "b_subject": subject})
         touch = session.get_one(Touch, touch_id, populate_existing=True,
                                 options=[lazyload(Touch.enrollment)])  # the row alone
         log_event(session, now, "touch_sent", touch_id=touch_id,
@@ -275,7 +305,7 @@ def _record_sent(app: Nurture, touch_id: int, owners: tuple[int, int] | None,
     report.sent.append(touch_id)
 
 
-def _record_failure(app: Nurture, touch_id: int, exc: DeliveryError,
+def _record_failure(app: Nurture, touch_id: int, exc: DeliveryError, subject: str,
                     report: DeliveryReport) -> None:
     """Record what the transport said. ``uncertain`` rows count too: a lease that ran out while
     we were sending does not change what the server answered."""
@@ -290,7 +320,7 @@ def _record_failure(app: Nurture, touch_id: int, exc: DeliveryError,
         done = session.scalar(
             update(Touch).where(Touch.id == touch_id,
                                 Touch.state.in_([TouchState.SENDING, TouchState.UNCERTAIN]))
-            .values(state=state, reason=str(exc)).returning(Touch.id))
+            .values(state=state, reason=str(exc), subject=subject).returning(Touch.id))
         if done is None:
             return
         touch = _load(session, touch_id)

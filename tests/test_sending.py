@@ -183,6 +183,24 @@ def test_contact_deleted_while_queued_is_not_sent_and_the_batch_goes_on(
     assert {t.enrollment.contact.email for t in all_touches(project)} == {"kept@clinic.example"}
 
 
+def test_a_row_that_cannot_be_rendered_is_handed_back_then_failed(
+        project: Nurture, smtp_sink: Any) -> None:
+    """Rendering happens after the claim committed. An error there (here: an address that would
+    need SMTPUTF8) hands the row back, queued, with the attempt counted, and the batch goes on;
+    after the last attempt it fails. Nothing is sent for it, and it is never left `sending`."""
+    ids = queue_first_steps(project, "zoë@clinic.example", "kept@clinic.example")
+    report = deliver_now(project, ids)
+    assert len(report.sent) == 1 and report.failed == []
+    (zoe,) = [t for t in all_touches(project) if t.enrollment.contact.email.startswith("zo")]
+    assert (zoe.state, zoe.attempts, zoe.lease_until) == ("queued", 1, None)
+    assert "SMTPUTF8" in (zoe.reason or "")
+    for _ in range(project.settings.worker_max_attempts - 1):
+        report = deliver_now(project, [zoe.id])
+    assert report.failed == [zoe.id]
+    assert one_touch(project, zoe.id).state == "failed"
+    assert [m["To"].addresses[0].addr_spec for m in smtp_sink.messages] == ["kept@clinic.example"]
+
+
 def test_campaign_removed_from_disk_is_skipped_at_claim(
         open_app: Callable[..., Nurture], tmp_path: Any, smtp_sink: Any) -> None:
     """A touch whose campaign file was deleted is skipped with a reason, not sent."""

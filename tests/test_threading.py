@@ -143,3 +143,24 @@ def test_content_layout_and_thread_load(tmp_path: Path) -> None:
     outreach = campaigns["referral-outreach"].step("article")
     assert outreach.content.match == ("role", "interests")  # type: ignore[union-attr]
     assert outreach.layout == "personal" and outreach.thread is None
+
+
+def test_a_reply_to_an_email_whose_subject_is_unknown_keeps_its_own_subject(
+        threaded: Any, clock: FakeClock) -> None:
+    """A send settled by hand (`nurture resolve --sent` after a crash) has no recorded subject:
+    the reply still joins its thread, under the step's own subject rather than a bare "Re: "."""
+    from sqlalchemy import update
+
+    from nurture.models import Touch
+
+    add_contact(threaded, "dana@clinic.example")
+    enroll(threaded, "threaded", emails=["dana@clinic.example"])
+    outbox = Collect()
+    run_days(threaded, clock, outbox, 1)
+    (hello,) = outbox.messages
+    with threaded.db.transaction() as session:
+        session.execute(update(Touch).where(Touch.step_id == "hello").values(subject=None))
+    run_days(threaded, clock, outbox, 1)
+    follow = outbox.messages[1]
+    assert follow["Subject"] == "A question"
+    assert follow["In-Reply-To"] == hello["Message-ID"]
