@@ -70,7 +70,18 @@ def normalize_email(value: str) -> str:
     if (not _EMAIL.fullmatch(text) or parseaddr(text) != ("", text)
             or len(text) > _LIMITS["email"]):
         raise ValueError(f"{text!r} is not an email address")
-    return text.lower()
+    local, _, domain = text.rpartition("@")
+    if not local.isascii():
+        # Such an address needs SMTPUTF8 end to end, which nurture does not use: refused here
+        # rather than failing at every send.
+        raise ValueError(f"{text!r} has non-ASCII characters before the @, which nurture "
+                         "cannot send to")
+    if not domain.isascii():
+        try:
+            domain = domain.encode("idna").decode("ascii")  # bücher.example → xn--bcher-kva…
+        except UnicodeError:
+            raise ValueError(f"{text!r} is not an email address") from None
+    return f"{local}@{domain}".lower()
 
 
 def import_contacts(db: Database, path: Path, clock: Clock) -> ImportResult:

@@ -115,6 +115,8 @@ def test_bad_rows_are_all_reported_with_their_lines_and_nothing_is_written(
         'Line Clinic",,Mars/Olympus',  # 6
         "",  # 7: blank lines are skipped but still counted
         "New.One@Example.org,Dee,,,",  # 8: same address as line 2
+        "zoë@example.org,Zoë,,,",  # 9: would need SMTPUTF8
+        "ann@bücher.example,Ann,,,",  # 10: fine: the domain is stored in IDNA form
     ]
     path = write(tmp_path, newline.join(lines) + newline)
 
@@ -123,14 +125,17 @@ def test_bad_rows_are_all_reported_with_their_lines_and_nothing_is_written(
 
     problems = caught.value.problems
     assert [(p.file, p.line, p.field) for p in problems] == [
-        (str(path), 4, "email"), (str(path), 5, "timezone"), (str(path), 8, "email")]
+        (str(path), 4, "email"), (str(path), 5, "timezone"), (str(path), 8, "email"),
+        (str(path), 9, "email")]
     assert "not-an-email" in problems[0].message
     assert "Mars/Olympus" in problems[1].message
     assert "line 2" in problems[2].message
+    assert "non-ASCII characters before the @" in problems[3].message
     assert count(db) == 8
     assert len(events(db)) == 1
     with db.transaction() as session:
         assert get_contact(session, "new.one@example.org") is None
+    assert normalize_email("Ann@Bücher.example") == "ann@xn--bcher-kva.example"
 
 
 def test_an_unknown_column_is_named(db: Database, clock: FakeClock, tmp_path: Path) -> None:
