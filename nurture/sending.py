@@ -105,6 +105,8 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
                 _record_failure(app, touch_id, UncertainDeliveryError(repr(exc)), subject, report)
             else:
                 _record_sent(app, touch_id, owners.get(touch_id), subject, report)
+    if report.retry and job_id is not None:
+        _drop_job_lease(app, job_id)
     return report
 
 
@@ -128,6 +130,16 @@ def _renew_job_lease(app: Nurture, job_id: str) -> datetime:
                                             Touch.state == TouchState.QUEUED)
                         .values(lease_until=now + lease))
     return now + lease / 3
+
+
+def _drop_job_lease(app: Nurture, job_id: str) -> None:
+    """The job is about to fail for RQ's ``Retry`` to run it again later: its queued rows give
+    up their lease, so the tick asks Redis about the job (scheduled: waiting) instead of taking
+    the rows back when the lease runs out, which would cut the retry's backoff short."""
+    with app.db.transaction() as session:
+        session.execute(update(Touch).where(Touch.job_id == job_id,
+                                            Touch.state == TouchState.QUEUED)
+                        .values(lease_until=None))
 
 
 def _claim(app: Nurture, touch_id: int, owners: tuple[int, int] | None,

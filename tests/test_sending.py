@@ -351,6 +351,32 @@ def test_full_mailbox_is_retried_by_rq_and_then_sent_once(
     assert len(smtp_sink.messages) == 1
 
 
+def test_a_retry_waits_its_full_backoff_even_past_the_lease(
+        open_app: Callable[..., Nurture], clock: FakeClock, connection: redis.Redis,
+        smtp_sink: Any) -> None:
+    """RQ's Retry decides when a temporarily refused row is tried again: a backoff longer than
+    the lease is not cut short by the tick, and the retry then sends it once."""
+    project = open_app(worker_retry_intervals="900", worker_lease_seconds=60)
+    add_contact(project, "full@clinic.example")
+    enroll(project, "referral-outreach")
+    smtp_sink.reject["full@clinic.example"] = (452, "4.2.2 mailbox full")
+    rq_tick(project, connection)
+    run_worker(project, connection)
+    job = the_job(project, connection)
+    assert job.get_status() == "scheduled"
+    (touch,) = all_touches(project)
+    assert (touch.state, touch.lease_until) == ("queued", None)
+    clock.advance(seconds=project.settings.worker_lease_seconds
+                  + project.settings.worker_requeue_grace + 1)
+    report = rq_tick(project, connection)
+    assert (report.requeued, report.enqueued) == (0, 0)  # still RQ's to retry
+    del smtp_sink.reject["full@clinic.example"]
+    retry_now(project, connection, job)
+    run_worker(project, connection)
+    assert one_touch(project, touch.id).state == "sent"
+    assert len(smtp_sink.messages) == 1
+
+
 def test_policy_refusal_fails_the_touch_but_keeps_the_contact(
         project: Nurture, smtp_sink: Any) -> None:
     """554 5.7.1 is about us, not the address: the touch fails, the contact stays active."""
