@@ -104,7 +104,7 @@ def test_sigkill_storm_never_sends_twice(make_project: Callable[..., Project], s
     rnd = random.Random(seed)
     began = time.monotonic()
     killed = []
-    while len(killed) < 20 and time.monotonic() - began < 120:
+    while len(killed) < 20 and time.monotonic() - began < 240:  # generous: CI shares 2 cores
         before = len(smtp_sink.messages)
         worker = p.worker()
         p.wait_until(lambda n=before: len(smtp_sink.messages) > n, timeout=15, poll=0.005)
@@ -117,7 +117,7 @@ def test_sigkill_storm_never_sends_twice(make_project: Callable[..., Project], s
     orphans = [w.pid for w in killed if p.group_alive(w)]
 
     final = p.worker()
-    settled = p.wait_until(p.settled, timeout=60, poll=0.5)  # the lease is 10 s
+    settled = p.wait_until(p.settled, timeout=120, poll=0.5)  # the lease is 10 s
     duration = time.monotonic() - began
     touches = p.touches()
     counts = delivered(smtp_sink.messages)
@@ -128,7 +128,7 @@ def test_sigkill_storm_never_sends_twice(make_project: Callable[..., Project], s
           f"{dict(states)}; uncertain that did arrive: "
           f"{sum(1 for t in uncertain if counts[t.message_id])}; {len(orphans)} killed workers "
           f"left processes behind; {duration:.1f}s in all")
-    assert settled, (f"not settled 60 s after the storm (killed workers that left processes "
+    assert settled, (f"not settled 120 s after the storm (killed workers that left processes "
                      f"behind: {orphans_ps(orphans)}):\n{explain(p, redis_server.client())}")
     check_all_delivered_once(p, smtp_sink, uncertain_allowed=len(killed))
     for t in uncertain:  # maybe sent: at most once, and it may be absent
