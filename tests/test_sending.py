@@ -70,6 +70,16 @@ def the_job(app: Nurture, connection: redis.Redis) -> Job:
     return Job.fetch(job_id, connection=connection)
 
 
+def refused_for_now(app: Nurture, connection: redis.Redis, smtp_sink: Any) -> Job:
+    """One due email whose mailbox is full (452 4.2.2): worked once, so RQ holds its retry."""
+    add_contact(app, "full@clinic.example")
+    enroll(app, "referral-outreach")
+    smtp_sink.reject["full@clinic.example"] = (452, "4.2.2 mailbox full")
+    rq_tick(app, connection)
+    run_worker(app, connection)
+    return the_job(app, connection)
+
+
 def retry_now(app: Nurture, connection: redis.Redis, job: Job) -> None:
     """Do now what RQ's scheduler does when a retry's interval is over: put the job back."""
     job.refresh()  # enqueue_job saves the job: it must not write back stale fields
@@ -357,12 +367,7 @@ def test_a_retry_waits_its_full_backoff_even_past_the_lease(
     """RQ's Retry decides when a temporarily refused row is tried again: a backoff longer than
     the lease is not cut short by the tick, and the retry then sends it once."""
     project = open_app(worker_retry_intervals="900", worker_lease_seconds=60)
-    add_contact(project, "full@clinic.example")
-    enroll(project, "referral-outreach")
-    smtp_sink.reject["full@clinic.example"] = (452, "4.2.2 mailbox full")
-    rq_tick(project, connection)
-    run_worker(project, connection)
-    job = the_job(project, connection)
+    job = refused_for_now(project, connection, smtp_sink)
     assert job.get_status() == "scheduled"
     (touch,) = all_touches(project)
     assert (touch.state, touch.lease_until) == ("queued", None)
@@ -500,12 +505,7 @@ def test_connection_lost_after_data_leaves_the_touch_uncertain_and_never_resent(
 def test_transient_failures_past_max_attempts_fail_the_touch(
         project: Nurture, clock: FakeClock, connection: redis.Redis, smtp_sink: Any) -> None:
     """When RQ's retries run out, the next tick fails the row (reported) instead of looping."""
-    add_contact(project, "full@clinic.example")
-    enroll(project, "referral-outreach")
-    smtp_sink.reject["full@clinic.example"] = (452, "4.2.2 mailbox full")
-    rq_tick(project, connection)
-    run_worker(project, connection)
-    job = the_job(project, connection)
+    job = refused_for_now(project, connection, smtp_sink)
     limit = project.settings.worker_max_attempts
     for _ in range(limit - 1):
         retry_now(project, connection, job)
