@@ -103,8 +103,8 @@ def _work_until_stopped(queue: Queue, connection: Redis) -> bool:
         # RQ's scheduler (for Retry's delays) runs in a spawned child: see nurture.schedulers.
         try:
             worked = worker.work(with_scheduler=False, logging_level="INFO") or worked
-        except (RedisError, OSError):  # RQ's own clean-up can raise while Redis is down
-            log.exception("the worker lost Redis")
+        except (RedisError, OSError, ValueError):  # RQ's own clean-up can raise while Redis
+            log.exception("the worker lost Redis")  # is down; ValueError: a socket redis-py closed
         if worker._shutdown_requested_date is not None:  # SIGTERM / Ctrl-C (RQ sets it on both
             return worked  # an idle and a busy worker; a busy one finished its job first)
         log.warning("the worker stopped after a Redis error; starting again in 2 s")

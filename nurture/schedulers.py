@@ -82,3 +82,7 @@ def _child_main(parent: int, redis_url: str, role: str, queue: str, interval: in
         except (RedisConnectionError, RedisTimeoutError):
             log.warning("nurture-%s lost Redis; trying again in 2 s", role)
             time.sleep(2)
+        except Exception:  # noqa: BLE001 - e.g. redis-py's "I/O operation on closed file"
+            # after an outage: a child that died would leave the worker without ticks for good.
+            log.exception("nurture-%s failed; starting it again in 2 s", role)
+            time.sleep(2)
