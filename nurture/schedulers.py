@@ -63,7 +63,7 @@ def _child_main(parent: int, redis_url: str, role: str, queue: str, interval: in
     Each dies with the daemon, and starts again by itself after a Redis outage.
     """
     die_with_parent(parent)
-    while True:
+    while os.getppid() == parent:  # a restart below must never outlive the daemon
         try:
             connection = Redis.from_url(redis_url)
             if role == "cron":
