@@ -8,16 +8,11 @@ SQL statements and their time, and prints milliseconds per email for each step. 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 from typing import Any
 
-from .common import CAMPAIGN_ID, open_app, pg_schema, settings_values, workdir, write_campaigns
-from .data import load_due
-from .profile import Collect
-from .sinkclient import Sink
+from .profile import queued_batches
 
 TOTALS: dict[str, float] = defaultdict(float)
 CPU: dict[str, float] = defaultdict(float)
@@ -107,32 +102,16 @@ def main() -> None:
     applied = apply([w for w in args.whatif.split(",") if w])
 
     from nurture import jobs
-    from nurture.engine import tick
 
-    with Sink() as sink, workdir("nurture-prof-") as tmp:
-        write_campaigns(tmp / "campaigns")
-        db = pg_schema() if args.db == "postgresql" else contextlib.nullcontext(
-            f"sqlite:///{tmp / 'nurture.db'}")
-        with db as url:
-            app = open_app(settings_values(tmp, url, smtp_url=sink.url,
-                                           worker_batch_size=args.batch))
-            app.sync_campaigns()
-            load_due(app.db.engine, args.n, datetime.now(UTC), CAMPAIGN_ID,
-                     app.campaigns[CAMPAIGN_ID].steps[0].id)
-            jobs.bind(app)
-            collect = Collect()
-            tick(app, collect)
-            jobs.send_touches(collect.jobs[0][:1])  # warm: MJML compile, connections
-            collect.jobs[0] = collect.jobs[0][1:]
-            instrument(app)
-            started = time.perf_counter()
-            cpu0 = time.process_time()
-            for batch in collect.jobs:
-                jobs.send_touches(batch)
-            seconds = time.perf_counter() - started
-            cpu = time.process_time() - cpu0
-            app.close()
-    n = sum(len(b) for b in collect.jobs)
+    with queued_batches(args.db, args.n, args.batch) as (app, batches):
+        instrument(app)
+        started = time.perf_counter()
+        cpu0 = time.process_time()
+        for batch in batches:
+            jobs.send_touches(batch)
+        seconds = time.perf_counter() - started
+        cpu = time.process_time() - cpu0
+    n = sum(len(b) for b in batches)
     if args.json:
         import json
 

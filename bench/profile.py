@@ -14,7 +14,9 @@ import cProfile
 import io
 import pstats
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 from .common import CAMPAIGN_ID, open_app, pg_schema, settings_values, workdir, write_campaigns
 from .data import load_due
@@ -32,6 +34,35 @@ class Collect:
         return set()
 
 
+@contextlib.contextmanager
+def queued_batches(database: str, n: int, batch: int) -> Iterator[tuple[Any, list[list[int]]]]:
+    """A project with ``n`` touches due, ticked into send batches of ``batch``, bound to the
+    jobs and warmed up (one email sent: MJML compiled, connections open); yields the app and
+    the batches still to send, to a sink process."""
+    from nurture import jobs
+    from nurture.engine import tick
+
+    with Sink() as sink, workdir("nurture-prof-") as tmp:
+        write_campaigns(tmp / "campaigns")
+        db = pg_schema() if database == "postgresql" else contextlib.nullcontext(
+            f"sqlite:///{tmp / 'nurture.db'}")
+        with db as url:
+            app = open_app(settings_values(tmp, url, smtp_url=sink.url,
+                                           worker_batch_size=batch))
+            app.sync_campaigns()
+            load_due(app.db.engine, n, datetime.now(UTC), CAMPAIGN_ID,
+                     app.campaigns[CAMPAIGN_ID].steps[0].id)
+            jobs.bind(app)
+            collect = Collect()
+            tick(app, collect)
+            jobs.send_touches(collect.jobs[0][:1])
+            collect.jobs[0] = collect.jobs[0][1:]
+            try:
+                yield app, collect.jobs
+            finally:
+                app.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--db", default="postgresql")
@@ -43,32 +74,17 @@ def main() -> None:
     args = parser.parse_args()
 
     from nurture import jobs
-    from nurture.engine import tick
 
-    with Sink() as sink, workdir("nurture-prof-") as tmp:
-        write_campaigns(tmp / "campaigns")
-        db = pg_schema() if args.db == "postgresql" else contextlib.nullcontext(
-            f"sqlite:///{tmp / 'nurture.db'}")
-        with db as url:
-            app = open_app(settings_values(tmp, url, smtp_url=sink.url,
-                                           worker_batch_size=args.batch))
-            app.sync_campaigns()
-            load_due(app.db.engine, args.n, datetime.now(UTC), CAMPAIGN_ID,
-                     app.campaigns[CAMPAIGN_ID].steps[0].id)
-            jobs.bind(app)
-            collect = Collect()
-            tick(app, collect)
-            jobs.send_touches(collect.jobs[0][:1])  # warm: MJML compile, connections
-            profiler = cProfile.Profile()
-            started = time.perf_counter()
-            if not args.no_profile:
-                profiler.enable()
-            for batch in collect.jobs:
-                jobs.send_touches(batch)
-            profiler.disable()
-            seconds = time.perf_counter() - started
-            app.close()
-    sent = sum(len(b) for b in collect.jobs) - 1
+    with queued_batches(args.db, args.n, args.batch) as (_app, batches):
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        if not args.no_profile:
+            profiler.enable()
+        for batch in batches:
+            jobs.send_touches(batch)
+        profiler.disable()
+        seconds = time.perf_counter() - started
+    sent = sum(len(b) for b in batches)
     print(f"{sent} emails in {seconds:.2f}s: {sent / seconds:.1f}/s "
           f"({1000 * seconds / sent:.2f} ms each){' under cProfile' * (not args.no_profile)}")
     if not args.no_profile:

@@ -44,6 +44,7 @@ from nurture.settings import Settings
 from tests.conftest import make_settings
 from tests.smtp_sink import free_port
 from tests.test_inbox import outreach, retarget, sample, state_of
+from tests.test_inbox import project as project  # noqa: F401 (a fixture: a project mailing the sink)
 
 PASSWORD = "s3cret pass/word@"  # URL-encoded in imap_url
 USERS = 100  # mailboxes, one per test
@@ -213,15 +214,6 @@ def clock() -> FakeClock:
 @pytest.fixture
 def mailbox(dovecot: Dovecot) -> str:
     return dovecot.add_user()
-
-
-@pytest.fixture
-def project(tmp_path: Path, database_url: str, clock: FakeClock,
-            smtp_sink: Any) -> Iterator[Nurture]:
-    app = Nurture.open(make_settings(tmp_path, database_url=database_url,
-                                     smtp_url=smtp_sink.url), clock)
-    yield app
-    app.close()
 
 
 def config(dovecot: Dovecot, user: str, **kwargs: Any) -> InboxConfig:
