@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from .app import Nurture
 from .campaigns import ROUND_PREFIX, Campaign, Step, round_key, round_of
@@ -61,59 +61,81 @@ class Dispatcher(Protocol):
 def log_event(session: Session, at: datetime, kind: str, *, contact_id: int | None = None,
               enrollment_id: int | None = None, touch_id: int | None = None,
               **detail: Any) -> None:
-    session.add(Event(at=at, kind=kind, contact_id=contact_id, enrollment_id=enrollment_id,
-                      touch_id=touch_id, detail=json.dumps(detail, default=str, sort_keys=True)))
+    """Append to the event log, at once (Core: several events are written per email)."""
+    session.connection().execute(_EVENT, {
+        "at": at, "kind": kind, "contact_id": contact_id, "enrollment_id": enrollment_id,
+        "touch_id": touch_id, "detail": json.dumps(detail, default=str, sort_keys=True)})
 
 
 # Planning ---------------------------------------------------------------------------------
-def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment: Enrollment,
-               contact: Contact, step: Step, after: datetime,
-               trigger_key: str = "") -> Touch | None:
-    """Plan ``step`` for ``enrollment``; None if that (enrollment, step, trigger) already exists.
+def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment_id: int,
+               contact_timezone: str, step: Step, after: datetime,
+               trigger_key: str = "") -> int | None:
+    """Plan ``step`` for an enrollment; returns the new touch's id, or None if that
+    (enrollment, step, trigger) already exists (the unique key decides, and nothing fails).
 
     ``trigger_key`` is the round for a sequence step (:func:`nurture.campaigns.round_key`) and
     the occasion for a triggered one (a thank-you), which ignores the step's wait: it goes out as
-    soon as the window allows.
+    soon as the window allows. The send window is read in the contact's time zone unless the
+    window names its own.
     """
     window = campaign.send_window
-    zone = app.zone_for(contact.timezone, window.timezone if window else None)
+    zone = app.zone_for(contact_timezone, window.timezone if window else None)
     wait = step.wait if round_of(trigger_key) is not None else None
-    due = due_at(after, wait, window, zone)
-    touch = Touch(enrollment_id=enrollment.id, step_id=step.id, trigger_key=trigger_key,
-                  state=TouchState.SCHEDULED, due_at=due, created_at=app.now())
-    try:
-        with session.begin_nested():  # the unique key decides; a duplicate leaves the rest intact
-            session.add(touch)
-    except IntegrityError:
-        return None
-    return touch
+    connection = session.connection()
+    return connection.scalar(_PLAN[connection.dialect.name], {
+        "enrollment_id": enrollment_id, "step_id": step.id, "trigger_key": trigger_key,
+        "state": TouchState.SCHEDULED, "due_at": due_at(after, wait, window, zone),
+        "created_at": app.now()})
 
 
-def advance(app: Nurture, session: Session, touch: Touch, sent_at: datetime) -> Touch | None:
+class TouchKey(Protocol):
+    """What :func:`advance` needs of a touch: a :class:`Touch`, or a row of these columns."""
+
+    enrollment_id: int
+    step_id: str
+    trigger_key: str
+
+
+def advance(app: Nurture, session: Session, touch: TouchKey, sent_at: datetime) -> int | None:
     """After a sequence step went out (or was skipped), plan the next one, or complete the
-    enrollment. A repeating campaign never completes: its last step is followed by the next
-    round's first (:meth:`nurture.campaigns.Campaign.following`).
+    enrollment; returns the planned touch's id. A repeating campaign never completes: its last
+    step is followed by the next round's first (:meth:`nurture.campaigns.Campaign.following`).
 
     The enrollment is read under a row lock, so a stop committed meanwhile is seen and kept.
     """
-    # The contact only if a next step is planned (its time zone), and never its tags.
-    enrollment = session.scalars(select(Enrollment).where(Enrollment.id == touch.enrollment_id)
-                                 .with_for_update(of=Enrollment)
-                                 .options(lazyload(Enrollment.contact).lazyload(Contact.tags))
-                                 .execution_options(populate_existing=True)).one()
+    enrollment = session.connection().execute(
+        _ADVANCING, {"b_enrollment": touch.enrollment_id}).one()
     campaign = app.campaigns.get(enrollment.campaign_id)
     round_ = round_of(touch.trigger_key)
     if round_ is None or campaign is None or enrollment.state != EnrollmentState.ACTIVE:
         return None
     following = campaign.following(touch.step_id, round_)
     if following is None:
-        enrollment.state, enrollment.ended_at = EnrollmentState.COMPLETED, sent_at
+        session.connection().execute(_COMPLETE, {"b_enrollment": touch.enrollment_id,
+                                                 "b_at": sent_at})
+        loaded = session.identity_map.get(session.identity_key(Enrollment, touch.enrollment_id))
+        if loaded is not None:
+            session.expire(loaded, ["state", "ended_at"])
         log_event(session, sent_at, "enrollment_completed", contact_id=enrollment.contact_id,
-                  enrollment_id=enrollment.id, campaign=campaign.id)
+                  enrollment_id=touch.enrollment_id, campaign=campaign.id)
         return None
     step, round_ = following
-    return plan_touch(app, session, campaign, enrollment, enrollment.contact, step, sent_at,
-                      round_key(round_))
+    return plan_touch(app, session, campaign, touch.enrollment_id, enrollment.timezone, step,
+                      sent_at, round_key(round_))
+
+
+# Statements run for every email, built once and run as Core: building an ORM statement and
+# flushing objects cost more than running the SQL.
+_EVENT = insert(Event)
+_PLAN = {dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(Touch).on_conflict_do_nothing()
+         .returning(Touch.id) for dialect in (postgresql, sqlite)}
+_ADVANCING = (select(Enrollment.state, Enrollment.campaign_id, Enrollment.contact_id,
+                     Contact.timezone)
+              .join(Enrollment.contact).where(Enrollment.id == bindparam("b_enrollment"))
+              .with_for_update(of=Enrollment))
+_COMPLETE = (update(Enrollment).where(Enrollment.id == bindparam("b_enrollment"))
+             .values(state=EnrollmentState.COMPLETED, ended_at=bindparam("b_at")))
 
 
 # Enrolling ----------------------------------------------------------------------------------
@@ -167,7 +189,7 @@ def _enroll_one(app: Nurture, session: Session, campaign: Campaign, contact: Con
     session.flush()
     first = campaign.next_step(None)
     if first is not None:
-        plan_touch(app, session, campaign, enrollment, contact, first, now)
+        plan_touch(app, session, campaign, enrollment.id, contact.timezone, first, now)
     log_event(session, now, "enrolled", contact_id=contact.id, enrollment_id=enrollment.id,
               campaign=campaign.id)
     return enrollment

@@ -121,7 +121,8 @@ def record_referral(app: Nurture, session: Session, email: str, on: date,
             continue
         if rule.send and thanked is None:  # one thank-you per source per day
             step = campaign.step(rule.send)
-            if plan_touch(app, session, campaign, enrollment, contact, step, now, key):
+            if plan_touch(app, session, campaign, enrollment.id, contact.timezone, step, now,
+                          key):
                 result.thank_you.append(f"{campaign.id}/{step.id}")
                 thanked = True
         if rule.then_enroll and enroll_contact(app, session, app.campaign(rule.then_enroll),

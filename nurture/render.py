@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import html as htmlmod
 import ipaddress
+import os
 import re
 import threading
 import time
@@ -162,6 +163,7 @@ class Renderer:
         self._html_env = BoundedSandbox(autoescape=True, **limits)
         self._text_env = BoundedSandbox(autoescape=False, **limits)
         self._cache: OrderedDict[str, _Compiled] = OrderedDict()
+        self._files: dict[str, tuple[tuple[int, ...], tuple[str, str]]] = {}
         self._subjects: OrderedDict[str, Template] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -210,7 +212,24 @@ class Renderer:
         return (None if problems else RenderedEmail(title, html, text)), problems
 
     def _read(self, name: str, field: str) -> tuple[str, str]:
+        """The file's path and text; read again only when its stat changed (it is asked for
+        with every email, and reading and resolving it cost more than rendering the subject)."""
         path = self.templates_dir / name
+        try:
+            stat = os.stat(path)
+            seen = (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        except OSError:
+            seen = None
+        known = self._files.get(name)
+        if seen is not None and known is not None and known[0] == seen:
+            return known[1]
+        read = self._read_file(path, field)
+        if seen is not None:
+            with self._lock:
+                self._files[name] = seen, read
+        return read
+
+    def _read_file(self, path: Path, field: str) -> tuple[str, str]:
         fail = lambda message: TemplateError([Problem(str(path), None, field, message)])  # noqa: E731
         if not path.resolve().is_relative_to(self.templates_dir.resolve()):
             raise fail(f"is outside the templates folder {self.templates_dir}")

@@ -17,15 +17,17 @@ expires and :func:`nurture.engine.recover_expired_claims` marks it ``uncertain``
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, delete, select, update
-from sqlalchemy.orm import Session, defaultload, lazyload
+from sqlalchemy.orm import Session, defaultload
 
 from .app import Nurture
-from .campaigns import round_of
-from .compose import Composed, prepare_touch, render_touch
+from .campaigns import Campaign, round_of
+from .compose import Composed, Prepared, prepare_touch, render_touch
 from .delivery import (
     DeliveryError,
     PermanentDeliveryError,
@@ -46,7 +48,7 @@ from .models import (
     Touch,
     TouchState,
 )
-from .schedule import in_window, next_window_opening
+from .schedule import SendWindow, in_window, next_window_opening
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +81,16 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
     renewed = None
     with app.campaigns_pinned():
         owners = _owners(app, touch_ids)
+        ready = _prepare_batch(app, touch_ids, job_id)
         for touch_id in touch_ids:
             if job_id is not None and (renewed is None or app.now() >= renewed):
                 renewed = _renew_job_lease(app, job_id)
             try:
-                composed = _claim(app, touch_id, owners.get(touch_id), report, job_id)
+                early = ready.pop(touch_id, None)
+                if early is not None and _claim_ready(app, touch_id, early, job_id):
+                    composed: Composed | None = early.composed
+                else:  # anything unusual: the full claim finds out what and records it
+                    composed = _claim(app, touch_id, owners.get(touch_id), report, job_id)
             except Exception as exc:  # a bug or bad data in one row
                 log.exception("touch %s could not be prepared", touch_id)
                 _count_attempt(app, touch_id, exc, report)
@@ -140,6 +147,89 @@ def _drop_job_lease(app: Nurture, job_id: str) -> None:
         session.execute(update(Touch).where(Touch.job_id == job_id,
                                             Touch.state == TouchState.QUEUED)
                         .values(lease_until=None))
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A row's email, prepared and rendered before its claim (see :func:`_prepare_batch`)."""
+
+    composed: Composed
+    message_id: str
+    campaign_id: str
+    window: SendWindow | None
+    zone: ZoneInfo
+
+
+def _prepare_batch(app: Nurture, touch_ids: list[int], job_id: str | None) -> dict[int, _Ready]:
+    """Read and render the batch's emails ahead of their claims, in one transaction for all.
+
+    Per email, only the claim itself is then left to do (:func:`_claim_ready`), and what it
+    re-checks is exactly what may change meanwhile. A row with anything unusual about it (a
+    stop, a pause, a closed window, no library item left, a template that fails) is left out:
+    its full claim (:func:`_claim`) finds that out again and records it. Nothing here changes
+    a row's state. Library items are chosen here, as the claim would; a row that is then not
+    sent releases its item (:data:`nurture.compose.RELEASED`) or keeps it for its retry.
+    """
+    now = app.now()
+    prepared: dict[int, tuple[Prepared, ZoneInfo]] = {}
+    try:
+        with app.db.transaction() as session:
+            paused = set(session.scalars(select(CampaignRow.id).where(CampaignRow.paused)))
+            query = (select(Touch).where(Touch.id.in_(touch_ids),
+                                         Touch.state == TouchState.QUEUED)
+                     .options(defaultload(Touch.enrollment).defaultload(Enrollment.contact)
+                              .lazyload(Contact.tags)))
+            if job_id is not None:
+                query = query.where(Touch.job_id == job_id)
+            for touch in session.scalars(query).unique():
+                obstacle = _obstacle(app, touch, now, paused.__contains__)
+                if obstacle is not None:
+                    continue
+                one = prepare_touch(app, session, touch)
+                if not isinstance(one, str):
+                    prepared[touch.id] = one, _zone(app, touch, one.campaign)
+    except Exception:  # noqa: BLE001 - every row still gets its full claim
+        log.exception("the batch could not be prepared ahead; claiming each row in full")
+        return {}
+    ready = {}
+    for touch_id, (one, zone) in prepared.items():
+        try:
+            composed = render_touch(app, one, app.now())
+        except Exception:  # noqa: BLE001 - the full claim renders it again and records why
+            continue
+        ready[touch_id] = _Ready(composed, one.message_id, one.campaign.id,
+                                 one.campaign.send_window, zone)
+    return ready
+
+
+def _claim_ready(app: Nurture, touch_id: int, ready: _Ready, job_id: str | None) -> bool:
+    """Claim a row prepared ahead, if nothing that matters changed since; False otherwise.
+
+    Every stop (reply, referral, unsubscribe, bounce, a deleted contact) cancels or deletes the
+    queued row in the transaction that records it, so the compare-and-set on ``queued`` sees
+    each stop committed before it; on PostgreSQL a stop still in progress has the row locked,
+    and the update waits for it and then sees it. A pause changes only the campaign's row: the
+    update checks it too. What is left is the clock (the send window) and the mailbox's limits.
+    """
+    now = app.now()
+    if not in_window(now, ready.window, ready.zone):
+        return False
+    try:
+        with app.db.transaction() as session:
+            got = session.connection().scalar(
+                _CLAIM_READY if job_id is None else _CLAIM_READY_MINE,
+                {"b_id": touch_id, "b_now": now, "b_job": job_id,
+                 "b_lease": now + timedelta(seconds=app.settings.worker_lease_seconds),
+                 "b_campaign": ready.campaign_id, "b_message_id": ready.message_id})
+            if got is not None and take_send(app.settings, session, now) is not None:
+                raise _NotNow  # undoes the claim: the full claim reschedules it
+    except _NotNow:
+        return False
+    return got is not None
+
+
+class _NotNow(Exception):
+    """The mailbox may not send yet."""
 
 
 def _claim(app: Nurture, touch_id: int, owners: tuple[int, int] | None,
@@ -232,6 +322,10 @@ _CLAIM = (update(Touch)
                   lease_until=bindparam("b_lease"), attempts=Touch.attempts + 1)
           .returning(Touch.id))
 _CLAIM_MINE = _CLAIM.where(Touch.job_id == bindparam("b_job"))
+_CLAIM_READY = (_CLAIM.values(message_id=bindparam("b_message_id"))
+                .where(~select(CampaignRow.id).where(CampaignRow.id == bindparam("b_campaign"),
+                                                     CampaignRow.paused).exists()))
+_CLAIM_READY_MINE = _CLAIM_READY.where(Touch.job_id == bindparam("b_job"))
 _PAUSED = select(CampaignRow.paused).where(CampaignRow.id == bindparam("b_campaign"))
 _LOCK_CONTACT = (select(Contact.id).where(Contact.id == bindparam("b_contact"))
                  .with_for_update(read=True))
@@ -243,7 +337,9 @@ _SENT = (update(Touch)
                 Touch.state.in_([TouchState.SENDING, TouchState.UNCERTAIN]))
          .values(state=TouchState.SENT, sent_at=bindparam("b_now"), reason=None,
                  subject=bindparam("b_subject"))
-         .returning(Touch.id))
+         .returning(Touch.enrollment_id, Touch.step_id, Touch.trigger_key, Touch.message_id))
+_KEY = select(Touch.enrollment_id, Touch.step_id, Touch.trigger_key, Touch.message_id).where(
+    Touch.id == bindparam("b_id"))
 
 
 def _lock_owners(session: Session, contact_id: int, enrollment_id: int) -> None:
@@ -261,10 +357,39 @@ def _lock_owners(session: Session, contact_id: int, enrollment_id: int) -> None:
 
 
 def _recheck(app: Nurture, session: Session, touch: Touch) -> str | None:
-    """Why this touch must not go out now, or None. :data:`LATER` means later, not never.
+    """Why this touch must not go out now, or None. :data:`LATER` means later, not never: the
+    touch is then scheduled again (its attempt uncounted, since nothing was tried).
 
     The mailbox's limits are checked last, so only a send that will really be tried counts.
     """
+    now = app.now()
+    why = _obstacle(app, touch, now, lambda campaign_id: bool(
+        session.connection().scalar(_PAUSED, {"b_campaign": campaign_id})))
+    if why is not None and why not in _LATER:
+        return why
+    later = None
+    if why is None:
+        later = take_send(app.settings, session, now)
+        if later is None:
+            return None
+    touch.state, touch.job_id = TouchState.SCHEDULED, None  # a paused one waits for resume
+    touch.attempts -= 1
+    if why == _CLOSED or later is not None:
+        campaign = app.campaigns[touch.enrollment.campaign_id]
+        touch.due_at = next_window_opening(later or now, campaign.send_window,
+                                           _zone(app, touch, campaign))
+    return LATER
+
+
+# Reasons to wait rather than to skip (see :func:`_obstacle`).
+_ON_HOLD, _EARLY, _CLOSED = "campaign paused", "not due yet", "outside the send window"
+_LATER = (_ON_HOLD, _EARLY, _CLOSED)
+
+
+def _obstacle(app: Nurture, touch: Touch, now: datetime,
+              is_paused: Callable[[str], bool]) -> str | None:
+    """What stands in the way of sending ``touch`` now, changing nothing; None when nothing
+    does. One of :data:`_LATER` means it may go later; anything else means never."""
     enrollment, contact = touch.enrollment, touch.enrollment.contact
     if contact.status != ContactStatus.ACTIVE:
         return f"contact is {contact.status}"
@@ -275,45 +400,38 @@ def _recheck(app: Nurture, session: Session, touch: Touch) -> str | None:
         campaign.step(touch.step_id)
     except KeyError:
         return f"step {touch.step_id!r} was removed from campaign {campaign.id!r}"
-    if session.connection().scalar(_PAUSED, {"b_campaign": campaign.id}):
-        touch.state, touch.job_id = TouchState.SCHEDULED, None  # the tick skips it until resumed
-        touch.attempts -= 1
-        return LATER
+    if is_paused(campaign.id):
+        return _ON_HOLD
     sequence = round_of(touch.trigger_key) is not None  # not a triggered thank-you
     if sequence and enrollment.state != EnrollmentState.ACTIVE:
         return f"enrollment {enrollment.state} ({enrollment.stop_reason or 'done'})"
-    window = campaign.send_window
-    zone = app.zone_for(contact.timezone, window.timezone if window else None)
-    now = app.now()
     if touch.due_at > now:  # queued by a tick that ran ahead (`--now` in the future)
-        touch.state, touch.job_id = TouchState.SCHEDULED, None
-        touch.attempts -= 1
-        return LATER
-    later = None if in_window(now, window, zone) else now
-    if later is None:
-        later = take_send(app.settings, session, now)
-    if later is not None:
-        touch.state, touch.job_id = TouchState.SCHEDULED, None
-        touch.due_at = next_window_opening(later, window, zone)
-        touch.attempts -= 1  # not an attempt: nothing was tried
-        return LATER
+        return _EARLY
+    if not in_window(now, campaign.send_window, _zone(app, touch, campaign)):
+        return _CLOSED
     return None
+
+
+def _zone(app: Nurture, touch: Touch, campaign: Campaign) -> ZoneInfo:
+    window = campaign.send_window
+    return app.zone_for(touch.enrollment.contact.timezone, window.timezone if window else None)
 
 
 def _record_sent(app: Nurture, touch_id: int, owners: tuple[int, int] | None, subject: str,
                  report: DeliveryReport) -> None:
     now = app.now()
     with app.db.transaction() as session:
-        done = session.connection().scalar(_SENT, {"b_id": touch_id, "b_now": now,
-                                                   "b_subject": subject})
-        touch = session.get_one(Touch, touch_id, populate_existing=True,
-                                options=[lazyload(Touch.enrollment)])  # the row alone
-        log_event(session, now, "touch_sent", touch_id=touch_id,
-                  contact_id=owners[0] if owners else touch.enrollment.contact_id,
-                  enrollment_id=touch.enrollment_id, step=touch.step_id,
-                  message_id=touch.message_id, recorded=done is not None)
+        connection = session.connection()
+        done = connection.execute(_SENT, {"b_id": touch_id, "b_now": now,
+                                          "b_subject": subject}).first()
+        touch = done or connection.execute(_KEY, {"b_id": touch_id}).first()
+        if touch is not None:
+            log_event(session, now, "touch_sent", touch_id=touch_id,
+                      contact_id=owners[0] if owners else None,
+                      enrollment_id=touch.enrollment_id, step=touch.step_id,
+                      message_id=touch.message_id, recorded=done is not None)
         if done is not None:
-            advance(app, session, touch, now)
+            advance(app, session, done, now)
     report.sent.append(touch_id)
 
 

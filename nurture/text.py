@@ -12,6 +12,7 @@ It uses the standard library's :mod:`html.parser`, which is enough for the HTML 
 from __future__ import annotations
 
 import re
+from html import unescape
 from html.parser import HTMLParser
 
 __all__ = ["html_to_text", "text_and_links"]
@@ -117,9 +118,73 @@ def _layout(parts: list[str]) -> str:
 def text_and_links(html: str) -> tuple[str, list[str]]:
     """The plain-text rendering of ``html`` and the ``href`` of every visible link in it."""
     parser = _TextParser()
+    if not _feed_regular(parser, html):
+        return _read_with_htmlparser(html)
+    parser.close()
+    return _layout(parser.out), parser.links
+
+
+def _read_with_htmlparser(html: str) -> tuple[str, list[str]]:
+    parser = _TextParser()
     parser.feed(html)
     parser.close()
     return _layout(parser.out), parser.links
+
+
+# The HTML that MJML emits is regular: tags, comments, a doctype, text with character
+# references. Tokenised by one regular expression it converts about four times faster than
+# through HTMLParser's general loop, which every email would otherwise pay for. Anything else
+# (a stray "<", a processing instruction, CDATA) falls back to HTMLParser, from the start.
+_NAME, _VALUE = r"""[^\s/>"'=]+""", r"""(?:"[^"]*"|'[^']*'|[^\s>"'=`<]+)"""
+_ATTR = re.compile(rf"({_NAME})(?:\s*=\s*({_VALUE}))?")
+_TOKEN = re.compile(r"""<(?:
+    !--.*?-->
+  | ![a-zA-Z][^>]*>
+  | (?P<raw>style|script)\b(?P<rawattrs>[^>]*)>(?P<rawtext>.*?)</(?P=raw)\s*>
+  | /(?P<end>[a-zA-Z][^\s/>]*)\s*>
+  | (?P<start>[a-zA-Z][^\s/>]*)(?P<attrs>(?:\s+NAME(?:\s*=\s*VALUE)?)*)\s*(?P<close>/?)>
+)""".replace("NAME", _NAME).replace("VALUE", _VALUE), re.S | re.X | re.I)
+
+
+def _attrs(source: str) -> list[tuple[str, str | None]]:
+    attrs: list[tuple[str, str | None]] = []
+    for name, raw in _ATTR.findall(source):
+        value = raw[1:-1] if raw[:1] in ("'", '"') else raw
+        attrs.append((name.lower(), unescape(value) if raw else None))
+    return attrs
+
+
+def _feed_regular(parser: _TextParser, html: str) -> bool:
+    """Feed ``html`` token by token to the parser's handlers; False (having fed some) if it is
+    not as regular as MJML's output, and HTMLParser must read it instead."""
+    at = 0
+    for match in _TOKEN.finditer(html):
+        if match.start() != at:
+            data = html[at:match.start()]
+            if "<" in data:
+                return False
+            parser.handle_data(unescape(data))
+        at = match.end()
+        if match["start"]:
+            tag = match["start"].lower()
+            if match["close"]:
+                parser.handle_startendtag(tag, _attrs(match["attrs"]))
+            else:
+                parser.handle_starttag(tag, _attrs(match["attrs"]))
+        elif match["end"]:
+            parser.handle_endtag(match["end"].lower())
+        elif match["raw"]:
+            tag = match["raw"].lower()
+            parser.handle_starttag(tag, _attrs(match["rawattrs"]))
+            if match["rawtext"]:
+                parser.handle_data(match["rawtext"])
+            parser.handle_endtag(tag)
+    tail = html[at:]
+    if "<" in tail:
+        return False
+    if tail:
+        parser.handle_data(unescape(tail))
+    return True
 
 
 def html_to_text(html: str) -> str:

@@ -23,7 +23,13 @@ from nurture.render import (
     sample_context,
     sparse_context,
 )
-from nurture.text import html_to_text
+from nurture.text import (
+    _feed_regular,
+    _read_with_htmlparser,
+    _TextParser,
+    html_to_text,
+    text_and_links,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.name for p in (REPO / "templates").glob("*.mjml") if not p.name.startswith("_"))
@@ -438,6 +444,28 @@ def test_html_to_text_reads_on_its_own() -> None:
         "Hi Dana,\n\nLine one\nline two\n\n"
         "See the piece (https://a.example/x), https://b.example or me@pt.example.\n\n"
         "- one\n- two\n")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_text_of_our_emails_is_read_fast_and_exactly(renderer: Renderer, context: dict,
+                                                     name: str) -> None:
+    """MJML's output takes the regular-expression tokenizer, never the fallback, and comes out
+    exactly as HTMLParser reads it."""
+    html = renderer.render(name, "Hi", context, field="s").html
+    assert _feed_regular(_TextParser(), html)
+    assert text_and_links(html) == _read_with_htmlparser(html)
+
+
+@pytest.mark.parametrize("html", [
+    '<P CLASS=x>Upper &amp; <A HREF="https://a.example/?a=1&amp;b=2">case</A></P>',
+    '<p>a <b>b</b><br/>c<img alt="pic" src=x /><input disabled></p><div hidden="">d</div>',
+    "<p>1 < 2 and 3 > 2</p>",  # a stray "<": HTMLParser reads it
+    '<p style="display: none">x</p><!--[if !mso]><!--><p>y</p><!--<![endif]-->',
+    "<script>if (a < b) {}</script><p>after</p><?pi?><![CDATA[z]]>",
+    "<p>unclosed <a href='https://q.example'>link",
+])
+def test_text_tokenizer_agrees_with_htmlparser(html: str) -> None:
+    assert text_and_links(html) == _read_with_htmlparser(html)
 
 
 # Headers ------------------------------------------------------------------------------------------
