@@ -33,6 +33,7 @@ class _TextParser(HTMLParser):
         self.out: list[str] = []
         self.links: list[str] = []
         self._open: list[tuple[str, bool]] = []  # (tag, hidden) of elements not yet closed
+        self._opened: dict[str, int] = {}  # how many of each tag are in _open
         self._link: tuple[str, int] | None = None  # (href, index in out where its text starts)
 
     @property
@@ -44,6 +45,7 @@ class _TextParser(HTMLParser):
         hidden = self._hidden or tag in _SKIP or bool(_HIDDEN.search(a.get("style", "")))
         if tag not in _VOID:
             self._open.append((tag, hidden))
+            self._opened[tag] = self._opened.get(tag, 0) + 1
         if hidden:
             return
         if tag == "br":
@@ -64,10 +66,11 @@ class _TextParser(HTMLParser):
             self.handle_endtag(tag)
 
     def handle_endtag(self, tag: str) -> None:
-        if not any(name == tag for name, _ in self._open):
+        if not self._opened.get(tag):
             return  # a stray end tag: ignore it, as browsers do
         while self._open:
             name, hidden = self._open.pop()
+            self._opened[name] -= 1
             if name == tag:
                 break
         if hidden:

@@ -7,6 +7,7 @@ unsubscribe link in a two-year-old email must still work.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -22,7 +23,13 @@ SALT = "nurture.unsubscribe"
 
 
 def _serializer(settings: Settings) -> URLSafeSerializer:
-    return URLSafeSerializer(settings.secret_key, salt=SALT)
+    return _serializer_for(settings.secret_key)
+
+
+@functools.lru_cache(maxsize=8)
+def _serializer_for(secret_key: str) -> URLSafeSerializer:
+    """Built once per secret: every email asks for two tokens."""
+    return URLSafeSerializer(secret_key, salt=SALT)
 
 
 def make_token(settings: Settings, contact_id: int) -> str:
