@@ -1,17 +1,21 @@
-"""The send path of one touch: claim, re-check, render, send, record.
+"""The send path of a batch of touches: prepare, claim, send, record.
 
-1. **Claim** the row with a compare-and-set update (queued → sending) and, in the same
-   transaction, re-check everything that may have changed since it was planned: the contact's
-   status, the enrollment, the campaign and step, the send window, the mailbox's limits. Read
-   what the email is made of there too (its library item, its thread, its Message-ID).
-2. **Render** it once that has committed, holding no lock. A broken template fails the row
-   before anything is sent.
+1. **Prepare** the whole batch ahead, in one transaction: re-check each row (the contact's
+   status, the enrollment, the campaign and step, the send window) and read what its email is
+   made of (its library item, its thread, its Message-ID); then render each email, holding no
+   lock. Nothing changes a row's state here.
+2. **Claim** each row just before its send with a compare-and-set update (queued → sending)
+   that also re-checks what may have changed since it was prepared (a stop, a pause), and
+   count it against the mailbox's limits. A row with anything unusual about it takes the full
+   claim instead (:func:`_claim`), which re-checks everything and records why it is not sent.
 3. **Send** over the transport, outside any transaction.
-4. **Record** it as sent, with its subject, and plan the next step, in one transaction.
+4. **Record** it as sent, with its subject, and plan the next step; in the same transaction,
+   claim the batch's next row (one commit per email).
 
 No code path sends without holding the claim, so two workers, two ticks or a retried RQ job can
-never send one row twice. A worker killed between 1 and 4 leaves the row ``sending``; its lease
-expires and :func:`nurture.engine.recover_expired_claims` marks it ``uncertain``.
+never send one row twice, and at most one row per worker is ``sending`` at a time. A worker
+killed between 2 and 4 leaves that row ``sending``; its lease expires and
+:func:`nurture.engine.recover_expired_claims` marks it ``uncertain``.
 """
 
 from __future__ import annotations
@@ -66,7 +70,8 @@ class DeliveryReport:
 
 def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
             job_id: str | None = None) -> DeliveryReport:
-    """Send each touch that is still queued, one claim at a time, over one transport.
+    """Send each touch that is still queued, one claim at a time, over one transport (see the
+    module's description for the steps).
 
     One bad row never holds up the others: an unexpected error while preparing it is counted
     as an attempt and the batch goes on. A transport that cannot connect stops the batch,
@@ -86,10 +91,10 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
         for position, touch_id in enumerate(touch_ids):
             if job_id is not None and (renewed is None or app.now() >= renewed):
                 renewed = _renew_job_lease(app, job_id)
+            held, claimed = claimed == touch_id, None
             try:
                 early = ready.pop(touch_id, None)
-                if early is not None and (claimed == touch_id
-                                          or _claim_ready(app, touch_id, early, job_id)):
+                if early is not None and (held or _claim_ready(app, touch_id, early, job_id)):
                     composed: Composed | None = early.composed
                 else:  # anything unusual: the full claim finds out what and records it
                     composed = _claim(app, touch_id, owners.get(touch_id), report, job_id)
