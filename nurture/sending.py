@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, defaultload
 
 from .app import Nurture
 from .campaigns import Campaign, round_of
-from .compose import Composed, Prepared, prepare_touch, render_touch
+from .compose import Composed, Prepared, facts_of, prepare_touch, render_touch
 from .delivery import (
     DeliveryError,
     PermanentDeliveryError,
@@ -191,11 +191,15 @@ def _prepare_batch(app: Nurture, touch_ids: list[int], job_id: str | None) -> di
                               .lazyload(Contact.tags)))
             if job_id is not None:
                 query = query.where(Touch.job_id == job_id)
-            for touch in session.scalars(query).unique():
-                obstacle = _obstacle(app, touch, now, paused.__contains__)
-                if obstacle is not None:
+            touches = session.scalars(query).unique().all()
+            facts = facts_of(session, {touch.enrollment.contact_id for touch in touches})
+            for touch in touches:
+                if _obstacle(app, touch, now, paused.__contains__) is not None:
                     continue
-                one = prepare_touch(app, session, touch)
+                theirs = facts.pop(touch.enrollment.contact_id, None)
+                if theirs is None:
+                    continue  # the contact's second email here: the first changes its facts
+                one = prepare_touch(app, session, touch, theirs)
                 if not isinstance(one, str):
                     prepared[touch.id] = one, _zone(app, touch, one.campaign)
     except Exception:  # noqa: BLE001 - every row still gets its full claim

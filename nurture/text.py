@@ -11,6 +11,7 @@ It uses the standard library's :mod:`html.parser`, which is enough for the HTML 
 
 from __future__ import annotations
 
+import functools
 import re
 from html import unescape
 from html.parser import HTMLParser
@@ -149,7 +150,10 @@ _TOKEN = re.compile(r"""<(?:
 )""".replace("NAME", _NAME).replace("VALUE", _VALUE), re.S | re.X | re.I)
 
 
+@functools.lru_cache(maxsize=4096)
 def _attrs(source: str) -> list[tuple[str, str | None]]:
+    """A tag's attributes (cached: the same tags recur in every email of a template; the
+    handlers only read the list)."""
     attrs: list[tuple[str, str | None]] = []
     for name, raw in _ATTR.findall(source):
         value = raw[1:-1] if raw[:1] in ("'", '"') else raw

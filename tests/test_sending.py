@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -129,6 +130,31 @@ def test_two_workers_racing_on_the_same_touches_send_each_once(
     assert set(reports["a"].skipped) == sent_b and set(reports["b"].skipped) == sent_a
     assert len(smtp_sink.messages) == len(ids)
     assert len({m["Message-ID"] for m in smtp_sink.messages}) == len(ids)
+
+
+def test_a_contacts_second_email_in_one_batch_counts_the_first(
+        tmp_path: Path, open_app: Callable[..., Nurture], smtp_sink: Any) -> None:
+    """The batch is prepared ahead, but a contact's second email in it must see the first as
+    sent: ``touch_count`` (and the other facts) are read when it is claimed."""
+    folder = tmp_path / "counting"
+    folder.mkdir()
+    for name in ("one", "two"):
+        (folder / f"{name}.yaml").write_text(
+            f"id: {name}\nname: {name}\nsteps:\n  - id: hello\n"
+            f"    subject: \"{name} after {{{{ touch_count }}}}\"\n"
+            "    template: appreciation.mjml\n")
+    app = open_app(paths_campaigns=str(folder))
+    add_contact(app, "twice@clinic.example")
+    for campaign in ("one", "two"):
+        assert enroll(app, campaign, emails=["twice@clinic.example"]).enrolled
+    dispatcher = RecordingDispatcher()
+    tick(app, dispatcher)
+    assert len(dispatcher.touch_ids) == 2  # one batch
+
+    report = deliver_now(app, dispatcher.touch_ids)
+
+    assert sorted(report.sent) == sorted(dispatcher.touch_ids)
+    assert sorted(m["Subject"].split(" after ")[1] for m in smtp_sink.messages) == ["0", "1"]
 
 
 # Re-check at send time ------------------------------------------------------------------------
