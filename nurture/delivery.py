@@ -17,6 +17,7 @@ import smtplib
 import ssl
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import getaddresses
 from pathlib import Path
@@ -116,6 +117,10 @@ class Transport(ABC):
     """Where finished messages go. A context manager, so that connections get closed."""
 
     name: str
+    #: Work of the caller's to do while a server considers a message, set by the caller:
+    #: transports that wait for an answer (SMTP) run it at most once per message, after the
+    #: message has gone and before the answer is read. It must not depend on that answer.
+    while_waiting: Callable[[], None] | None = None
 
     @abstractmethod
     def send(self, message: EmailMessage) -> None:
@@ -132,13 +137,28 @@ class Transport(ABC):
 
 
 class _SMTP(smtplib.SMTP):
-    """smtplib.SMTP that remembers whether DATA was issued: past it, a failure is ambiguous."""
+    """smtplib.SMTP that remembers whether DATA was issued: past it, a failure is ambiguous.
+
+    It also runs :attr:`Transport.while_waiting` once the message's data has gone, while the
+    server considers it (its answer waits in the socket meanwhile).
+    """
 
     data_started = False
+    while_waiting: Callable[[], None] | None = None
 
     def data(self, msg):  # type: ignore[no-untyped-def]
         self.data_started = True
         return super().data(msg)
+
+    def send(self, s):  # type: ignore[no-untyped-def]
+        super().send(s)
+        work = self.while_waiting
+        if work is not None and isinstance(s, bytes) and s.endswith(b"\r\n.\r\n"):
+            self.while_waiting = None
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - the caller's bug must not cloud this send
+                log.exception("work done while waiting for %s failed", self._host)
 
 
 class _SMTPS(_SMTP, smtplib.SMTP_SSL):
@@ -208,7 +228,7 @@ class SmtpTransport(Transport):
         """Send once. False: the reused connection was dead before MAIL FROM got through."""
         recipient = recipients[0]
         smtp = self._smtp = self._smtp or self._connect()
-        smtp.data_started = False
+        smtp.data_started, smtp.while_waiting = False, self.while_waiting
         try:
             refused = smtp.sendmail(sender, recipients, data)
         except smtplib.SMTPRecipientsRefused as exc:

@@ -86,42 +86,47 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
     renewed = None
     with app.campaigns_pinned(), app.db.held_connection():
         owners = _owners(app, touch_ids)
-        ready = _prepare_batch(app, touch_ids, job_id)
-        claimed = None  # the row the last record claimed too
-        for position, touch_id in enumerate(touch_ids):
-            if job_id is not None and (renewed is None or app.now() >= renewed):
-                renewed = _renew_job_lease(app, job_id)
-            held, claimed = claimed == touch_id, None
-            try:
-                early = ready.pop(touch_id, None)
-                if early is not None and (held or _claim_ready(app, touch_id, early, job_id)):
-                    composed: Composed | None = early.composed
-                else:  # anything unusual: the full claim finds out what and records it
-                    composed = _claim(app, touch_id, owners.get(touch_id), report, job_id)
-            except Exception as exc:  # a bug or bad data in one row
-                log.exception("touch %s could not be prepared", touch_id)
-                _count_attempt(app, touch_id, exc, report)
-                continue
-            if composed is None or composed.message is None or composed.rendered is None:
-                continue
-            subject = composed.rendered.subject
-            try:
-                transport.send(composed.message)
-            except DeliveryError as exc:
-                if exc.connecting:
-                    _release(app, touch_id)
-                    report.unavailable = str(exc)
-                    report.retry.append(touch_id)
-                    break
-                _record_failure(app, touch_id, exc, subject, report)
-            except Exception as exc:  # we cannot tell how far it got: never resend blindly
-                log.exception("touch %s: unexpected error while sending", touch_id)
-                _record_failure(app, touch_id, UncertainDeliveryError(repr(exc)), subject, report)
-            else:
-                following = touch_ids[position + 1] if position + 1 < len(touch_ids) else None
-                claimed = _record_sent(app, touch_id, owners.get(touch_id), subject, report,
-                                       then=(following, ready[following], job_id)
-                                       if following in ready else None)
+        batch = _prepare_batch(app, touch_ids, job_id)
+        transport.while_waiting = batch.render_next
+        try:
+            claimed = None  # the row the last record claimed too
+            for position, touch_id in enumerate(touch_ids):
+                if job_id is not None and (renewed is None or app.now() >= renewed):
+                    renewed = _renew_job_lease(app, job_id)
+                held, claimed = claimed == touch_id, None
+                try:
+                    early = batch.take(touch_id)
+                    if early is not None and (held or _claim_ready(app, touch_id, early, job_id)):
+                        composed: Composed | None = early.composed
+                    else:  # anything unusual: the full claim finds out what and records it
+                        composed = _claim(app, touch_id, owners.get(touch_id), report, job_id)
+                except Exception as exc:  # a bug or bad data in one row
+                    log.exception("touch %s could not be prepared", touch_id)
+                    _count_attempt(app, touch_id, exc, report)
+                    continue
+                if composed is None or composed.message is None or composed.rendered is None:
+                    continue
+                subject = composed.rendered.subject
+                try:
+                    transport.send(composed.message)
+                except DeliveryError as exc:
+                    if exc.connecting:
+                        _release(app, touch_id)
+                        report.unavailable = str(exc)
+                        report.retry.append(touch_id)
+                        break
+                    _record_failure(app, touch_id, exc, subject, report)
+                except Exception as exc:  # we cannot tell how far it got: never resend blindly
+                    log.exception("touch %s: unexpected error while sending", touch_id)
+                    _record_failure(app, touch_id, UncertainDeliveryError(repr(exc)), subject,
+                                    report)
+                else:
+                    following = touch_ids[position + 1] if position + 1 < len(touch_ids) else None
+                    after = batch.rendered(following)
+                    claimed = _record_sent(app, touch_id, owners.get(touch_id), subject, report,
+                                           then=(following, after, job_id) if after else None)
+        finally:
+            transport.while_waiting = None
     if report.retry and job_id is not None:
         _drop_job_lease(app, job_id)
     return report
@@ -159,29 +164,72 @@ def _drop_job_lease(app: Nurture, job_id: str) -> None:
                         .values(lease_until=None))
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Ready:
-    """A row's email, prepared and rendered before its claim (see :func:`_prepare_batch`)."""
+    """A row's email, prepared before its claim (see :func:`_prepare_batch`)."""
 
-    composed: Composed
-    message_id: str
-    campaign_id: str
-    window: SendWindow | None
-    zone: ZoneInfo
+    prepared: Prepared
+    zone: ZoneInfo  # the send window's
+    composed: Composed | None = None  # rendered when first needed, see _Batch.rendered
+
+    @property
+    def window(self) -> SendWindow | None:
+        return self.prepared.campaign.send_window
 
 
-def _prepare_batch(app: Nurture, touch_ids: list[int], job_id: str | None) -> dict[int, _Ready]:
-    """Read and render the batch's emails ahead of their claims, in one transaction for all.
+class _Batch:
+    """The rows prepared ahead, rendered one by one as they come up.
 
-    Per email, only the claim itself is then left to do (:func:`_claim_ready`), and what it
-    re-checks is exactly what may change meanwhile. A row with anything unusual about it (a
-    stop, a pause, a closed window, no library item left, a template that fails) is left out:
-    its full claim (:func:`_claim`) finds that out again and records it. Nothing here changes
-    a row's state. Library items are chosen here, as the claim would; a row that is then not
-    sent releases its item (:data:`nurture.compose.RELEASED`) or keeps it for its retry.
+    Rendering is the one part of an email's work that needs no lock and no answer from
+    anyone, so it fills the time the SMTP server takes to answer for the email before
+    (:attr:`nurture.delivery.Transport.while_waiting`): a worker then spends that time
+    rendering rather than idle.
+    """
+
+    def __init__(self, app: Nurture, ready: dict[int, _Ready], order: list[int]):
+        self.app, self.ready = app, ready
+        self._order = [touch_id for touch_id in order if touch_id in ready]
+
+    def rendered(self, touch_id: int | None) -> _Ready | None:
+        """The row's email, rendered now if it was not yet; None if it was not prepared or
+        does not render (its full claim renders it again and records why)."""
+        one = self.ready.get(touch_id) if touch_id is not None else None
+        if one is not None and one.composed is None:
+            try:
+                one.composed = render_touch(self.app, one.prepared, self.app.now())
+            except Exception:  # noqa: BLE001
+                del self.ready[touch_id]
+                return None
+        return one
+
+    def render_next(self) -> None:
+        """Render the first row still waiting for it, in batch order."""
+        while self._order:
+            touch_id = self._order.pop(0)
+            one = self.ready.get(touch_id)
+            if one is not None and one.composed is None:
+                self.rendered(touch_id)
+                return
+
+    def take(self, touch_id: int) -> _Ready | None:
+        one = self.rendered(touch_id)
+        self.ready.pop(touch_id, None)
+        return one
+
+
+def _prepare_batch(app: Nurture, touch_ids: list[int], job_id: str | None) -> _Batch:
+    """Read the batch's emails ahead of their claims, in one transaction for all.
+
+    Per email, rendering it and the claim itself are then left to do (:func:`_claim_ready`),
+    and what the claim re-checks is exactly what may change meanwhile. A row with anything
+    unusual about it (a stop, a pause, a closed window, no library item left, a template that
+    fails) is left out: its full claim (:func:`_claim`) finds that out again and records it.
+    Nothing here changes a row's state. Library items are chosen here, as the claim would; a
+    row that is then not sent releases its item (:data:`nurture.compose.RELEASED`) or keeps it
+    for its retry.
     """
     now = app.now()
-    prepared: dict[int, tuple[Prepared, ZoneInfo]] = {}
+    ready: dict[int, _Ready] = {}
     try:
         with app.db.transaction() as session:
             paused = set(session.scalars(select(CampaignRow.id).where(CampaignRow.paused)))
@@ -201,19 +249,11 @@ def _prepare_batch(app: Nurture, touch_ids: list[int], job_id: str | None) -> di
                     continue  # the contact's second email here: the first changes its facts
                 one = prepare_touch(app, session, touch, theirs)
                 if not isinstance(one, str):
-                    prepared[touch.id] = one, _zone(app, touch, one.campaign)
+                    ready[touch.id] = _Ready(one, _zone(app, touch, one.campaign))
     except Exception:  # noqa: BLE001 - every row still gets its full claim
         log.exception("the batch could not be prepared ahead; claiming each row in full")
-        return {}
-    ready = {}
-    for touch_id, (one, zone) in prepared.items():
-        try:
-            composed = render_touch(app, one, app.now())
-        except Exception:  # noqa: BLE001 - the full claim renders it again and records why
-            continue
-        ready[touch_id] = _Ready(composed, one.message_id, one.campaign.id,
-                                 one.campaign.send_window, zone)
-    return ready
+        ready = {}
+    return _Batch(app, ready, touch_ids)
 
 
 def _claim_ready(app: Nurture, touch_id: int, ready: _Ready, job_id: str | None) -> bool:
@@ -241,7 +281,7 @@ def _take_ready(app: Nurture, session: Session, touch_id: int, ready: _Ready,
         _CLAIM_READY if job_id is None else _CLAIM_READY_MINE,
         {"b_id": touch_id, "b_now": now, "b_job": job_id,
          "b_lease": now + timedelta(seconds=app.settings.worker_lease_seconds),
-         "b_campaign": ready.campaign_id, "b_message_id": ready.message_id})
+         "b_campaign": ready.prepared.campaign.id, "b_message_id": ready.prepared.message_id})
     if got is None:
         return False
     if take_send(app.settings, session, now) is not None:

@@ -172,6 +172,28 @@ def test_recipient_refusals_are_classified(sink, code, text, error_class, kind):
     assert sink.connections == 1
 
 
+def test_work_while_waiting_runs_once_a_message_has_gone(sink):
+    """The caller's work runs while the server considers a message: once per message, only
+    after its data went (not for a refused recipient), and a failure in it changes nothing."""
+    calls = []
+    sink.reject["refused@clinic.example"] = (550, "5.1.1 no such user")
+    with SmtpTransport(sink.url, timeout=5) as transport:
+        transport.while_waiting = lambda: calls.append("work")
+        transport.send(make_message(n=1))
+        with pytest.raises(PermanentDeliveryError):
+            transport.send(make_message(to="refused@clinic.example", n=2))
+
+        def broken() -> None:
+            calls.append("broken")
+            raise RuntimeError("a bug in the caller's work")
+
+        transport.while_waiting = broken
+        transport.send(make_message(n=3))  # no error: it went, and the server said so
+    assert calls == ["work", "broken"]
+    assert [m["Message-ID"] for m in sink.wait_for(2)] == [
+        "<touch-1.enrollment-7@practice.example>", "<touch-3.enrollment-7@practice.example>"]
+
+
 @pytest.mark.parametrize("reused", [False, True], ids=["fresh", "reused"])
 def test_connection_lost_after_data_is_uncertain_and_not_resent(sink, reused):
     with SmtpTransport(sink.url, timeout=5) as transport:
