@@ -296,10 +296,8 @@ class ContentSent(Base):
 class Mailbox(Base):
     """How much a sender mailbox has sent today, so caps hold across any number of workers.
 
-    A claim counts itself here with a compare-and-set update in its own transaction, or a send
-    batch counts a few sends at once ahead of its claims (:func:`nurture.limits.take_sends`);
-    on PostgreSQL the row lock makes concurrent workers take turns, so the cap is never
-    exceeded.
+    A claim counts itself here with a compare-and-set update in its own transaction; on
+    PostgreSQL the row lock makes concurrent claimers take turns, so the cap is never exceeded.
     """
 
     __tablename__ = "mailboxes"

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import bindparam, delete, select, update
@@ -41,7 +41,7 @@ from .delivery import (
 )
 from .engine import advance, log_event, suppress_contact
 from .errors import TemplateError
-from .limits import give_back_sends, mailbox_day, take_send, take_sends
+from .limits import take_send
 from .models import Campaign as CampaignRow
 from .models import (
     Contact,
@@ -95,8 +95,11 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
                     renewed = _renew_job_lease(app, job_id)
                 held, claimed = claimed == touch_id, None
                 try:
-                    composed = _claim_next(app, batch, touch_id, held, owners.get(touch_id),
-                                           report, job_id)
+                    early = batch.take(touch_id)
+                    if early is not None and (held or _claim_ready(app, touch_id, early, job_id)):
+                        composed: Composed | None = early.composed
+                    else:  # anything unusual: the full claim finds out what and records it
+                        composed = _claim(app, touch_id, owners.get(touch_id), report, job_id)
                 except Exception as exc:  # a bug or bad data in one row
                     log.exception("touch %s could not be prepared", touch_id)
                     _count_attempt(app, touch_id, exc, report)
@@ -120,30 +123,13 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
                 else:
                     following = touch_ids[position + 1] if position + 1 < len(touch_ids) else None
                     after = batch.rendered(following)
-                    if after is not None:
-                        batch.top_up()
                     claimed = _record_sent(app, touch_id, owners.get(touch_id), subject, report,
-                                           then=(following, after, job_id, batch)
-                                           if after else None)
-            batch.give_back()
+                                           then=(following, after, job_id) if after else None)
         finally:
             transport.while_waiting = None
     if report.retry and job_id is not None:
         _drop_job_lease(app, job_id)
     return report
-
-
-def _claim_next(app: Nurture, batch: _Batch, touch_id: int, held: bool,
-                owners: tuple[int, int] | None, report: DeliveryReport,
-                job_id: str | None) -> Composed | None:
-    """The email to send for this row now, with its claim held; None when there is none.
-    ``held``: the record of the row before already claimed it."""
-    early = batch.take(touch_id)
-    if early is not None and not held:
-        batch.top_up()
-    if early is not None and (held or _claim_ready(app, touch_id, early, job_id, batch)):
-        return early.composed
-    return _claim(app, touch_id, owners, report, job_id)  # finds out what is unusual, records it
 
 
 def _owners(app: Nurture, touch_ids: list[int]) -> dict[int, tuple[int, int]]:
@@ -203,37 +189,6 @@ class _Batch:
     def __init__(self, app: Nurture, ready: dict[int, _Ready], order: list[int]):
         self.app, self.ready = app, ready
         self._order = [touch_id for touch_id in order if touch_id in ready]
-        # Sends counted ahead against the mailbox's cap (see nurture.limits.take_sends).
-        self._day: date | None = None
-        self._ahead = 0
-        self._dry = False  # none could be taken today: each claim asks for itself
-
-    def top_up(self) -> None:
-        """Before a claim: count a few sends ahead against the mailbox's cap if none are left,
-        in a transaction of their own (a claim that then rolls back un-counts nothing)."""
-        settings, now = self.app.settings, self.app.now()
-        if settings.limits_spacing:
-            return
-        today = mailbox_day(settings, now)
-        if self._day == today and (self._ahead or self._dry):
-            return
-        with self.app.db.transaction() as session:
-            got = take_sends(settings, session, now, min(SENDS_AHEAD, len(self.ready) + 1))
-        self._day, self._ahead, self._dry = today, got, got == 0
-
-    def spend(self, now: datetime) -> bool:
-        """Count this send against the sends counted ahead; False if there are none."""
-        if self._ahead and self._day == mailbox_day(self.app.settings, now):
-            self._ahead -= 1
-            return True
-        return False
-
-    def give_back(self) -> None:
-        """Uncount the sends counted ahead that the batch did not need."""
-        if self._ahead and self._day is not None:
-            with self.app.db.transaction() as session:
-                give_back_sends(self.app.settings, session, self._day, self._ahead)
-            self._ahead = 0
 
     def rendered(self, touch_id: int | None) -> _Ready | None:
         """The row's email, rendered now if it was not yet; None if it was not prepared or
@@ -301,17 +256,16 @@ def _prepare_batch(app: Nurture, touch_ids: list[int], job_id: str | None) -> _B
     return _Batch(app, ready, touch_ids)
 
 
-def _claim_ready(app: Nurture, touch_id: int, ready: _Ready, job_id: str | None,
-                 batch: _Batch) -> bool:
+def _claim_ready(app: Nurture, touch_id: int, ready: _Ready, job_id: str | None) -> bool:
     """Claim a row prepared ahead, if nothing that matters changed since; False otherwise."""
     if not in_window(app.now(), ready.window, ready.zone):
         return False
     with app.db.transaction() as session:
-        return _take_ready(app, session, touch_id, ready, job_id, batch)
+        return _take_ready(app, session, touch_id, ready, job_id)
 
 
 def _take_ready(app: Nurture, session: Session, touch_id: int, ready: _Ready,
-                job_id: str | None, batch: _Batch) -> bool:
+                job_id: str | None) -> bool:
     """The claim of a row prepared ahead, in the caller's transaction.
 
     Every stop (reply, referral, unsubscribe, bounce, a deleted contact) cancels or deletes the
@@ -330,7 +284,7 @@ def _take_ready(app: Nurture, session: Session, touch_id: int, ready: _Ready,
          "b_campaign": ready.prepared.campaign.id, "b_message_id": ready.prepared.message_id})
     if got is None:
         return False
-    if not batch.spend(now) and take_send(app.settings, session, now) is not None:
+    if take_send(app.settings, session, now) is not None:
         connection.execute(_UNCLAIM_READY, {"b_id": touch_id})
         return False
     return True
@@ -414,9 +368,6 @@ def _load(session: Session, touch_id: int) -> Touch:
     return session.get_one(Touch, touch_id, populate_existing=True, options=[
         defaultload(Touch.enrollment).defaultload(Enrollment.contact).lazyload(Contact.tags)])
 
-
-#: How many sends a batch counts at a time against the mailbox's cap (nurture.limits.take_sends).
-SENDS_AHEAD = 10
 
 LATER = "later"  # outside the send window, or the mailbox's limits: rescheduled, not skipped
 
@@ -529,7 +480,7 @@ def _zone(app: Nurture, touch: Touch, campaign: Campaign) -> ZoneInfo:
 
 def _record_sent(app: Nurture, touch_id: int, owners: tuple[int, int] | None, subject: str,
                  report: DeliveryReport,
-                 then: tuple[int, _Ready, str | None, _Batch] | None = None) -> int | None:
+                 then: tuple[int, _Ready, str | None] | None = None) -> int | None:
     """Record the send and plan the next step; with ``then`` (the batch's next row, prepared
     ahead, and the job), claim that row in the same transaction: one commit per email instead
     of two. Returns the id of the row claimed, if any."""
