@@ -21,6 +21,7 @@ killed between 2 and 4 leaves that row ``sending``; its lease expires and
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -188,7 +189,7 @@ class _Batch:
 
     def __init__(self, app: Nurture, ready: dict[int, _Ready], order: list[int]):
         self.app, self.ready = app, ready
-        self._order = [touch_id for touch_id in order if touch_id in ready]
+        self._order = deque(touch_id for touch_id in order if touch_id in ready)
 
     def rendered(self, touch_id: int | None) -> _Ready | None:
         """The row's email, rendered now if it was not yet; None if it was not prepared or
@@ -205,7 +206,7 @@ class _Batch:
     def render_next(self) -> None:
         """Render the first row still waiting for it, in batch order."""
         while self._order:
-            touch_id = self._order.pop(0)
+            touch_id = self._order.popleft()
             one = self.ready.get(touch_id)
             if one is not None and one.composed is None:
                 self.rendered(touch_id)
