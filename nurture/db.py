@@ -6,10 +6,7 @@ Migrations are Alembic scripts shipped inside the package (``nurture/migrations`
 
 from __future__ import annotations
 
-import fcntl
-import os
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,7 +22,6 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-SQLITE_BUSY_SECONDS = 30  # how long a writer waits for another before "database is locked"
 
 
 def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine:
@@ -38,7 +34,7 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_SECONDS})
+        kwargs.setdefault("connect_args", {"timeout": 30})
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -124,65 +120,22 @@ def upgrade(engine: Engine) -> bool:
     return True
 
 
-def _flock(fd: int, timeout: float) -> bool:
-    """Take an exclusive lock on ``fd`` within ``timeout`` seconds; False if it did not come."""
-    deadline, pause = time.monotonic() + timeout, 0.0002
-    while True:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return True
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(pause)
-            pause = min(pause * 1.5, 0.002)
-
-
 @dataclass
 class Database:
     engine: Engine
     sessions: sessionmaker[Session]
-    lock_file: str | None = None  # SQLite's: see _writers_turn
     _local: threading.local = field(default_factory=threading.local, repr=False)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A session whose work commits on success and rolls back on any error."""
         held = getattr(self._local, "connection", None)
-        with self._writers_turn():
-            if held is None:
-                with self.sessions.begin() as session:
-                    yield session
-            else:
-                with self.sessions(bind=held) as session, session.begin():
-                    yield session
-
-    @contextmanager
-    def _writers_turn(self) -> Iterator[None]:
-        """SQLite: queue for its one writer lock on a lock file, not in SQLite's busy handler.
-
-        The busy handler sleeps between tries (1, 2, 5, 10, 15 ms ...), so two workers taking
-        turns at short transactions spent a third of their time asleep. Waiting here polls at
-        a fraction of a millisecond instead; after the busy timeout the transaction goes ahead
-        and SQLite's own wait decides, as it does for anything else writing the database.
-        """
-        if self.lock_file is None:
-            yield
-            return
-        local = self._local
-        depth = getattr(local, "depth", 0)
-        if depth == 0:
-            if getattr(local, "pid", None) != os.getpid():  # a forked child opens its own
-                local.fd, local.pid = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o600), \
-                    os.getpid()
-            local.locked = _flock(local.fd, SQLITE_BUSY_SECONDS)
-        local.depth = depth + 1
-        try:
-            yield
-        finally:
-            local.depth -= 1
-            if local.depth == 0 and local.locked:
-                fcntl.flock(local.fd, fcntl.LOCK_UN)
+        if held is None:
+            with self.sessions.begin() as session:
+                yield session
+        else:
+            with self.sessions(bind=held) as session, session.begin():
+                yield session
 
     @contextmanager
     def held_connection(self) -> Iterator[None]:
@@ -226,7 +179,4 @@ def open_database(url: str, *, migrate: bool = True) -> Database:
     engine = make_engine(url)
     if migrate:
         upgrade(engine)
-    database = engine.url.database
-    lock_file = (f"{database}-writer.lock" if engine.dialect.name == "sqlite"
-                 and database and database != ":memory:" else None)
-    return Database(engine, sessionmaker(engine, expire_on_commit=False), lock_file)
+    return Database(engine, sessionmaker(engine, expire_on_commit=False))

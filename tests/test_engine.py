@@ -6,8 +6,6 @@ clock is fake. The helpers at the top are shared with ``tests/test_sending.py``.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -266,34 +264,6 @@ def test_fresh_database_is_migrated_on_first_open_and_not_again(database_url: st
         assert upgrade(again.engine) is False
     finally:
         again.close()
-
-
-def test_sqlite_writers_queue_on_the_lock_file(tmp_path: Path) -> None:
-    """A transaction waits while another process holds the writers' lock file, and goes ahead
-    as soon as it is released (SQLite's own busy handler would sleep between tries)."""
-    database = open_database(f"sqlite:///{tmp_path / 'nurture.db'}")
-    assert database.lock_file == f"{tmp_path / 'nurture.db'}-writer.lock"
-    other = os.open(database.lock_file, os.O_RDWR | os.O_CREAT)
-    entered = threading.Event()
-
-    def write() -> None:
-        with database.transaction() as session:
-            entered.set()
-            session.scalar(select(Touch.id))
-
-    try:
-        fcntl.flock(other, fcntl.LOCK_EX)
-        writer = threading.Thread(target=write)
-        writer.start()
-        assert not entered.wait(0.3)  # queued behind the holder
-        fcntl.flock(other, fcntl.LOCK_UN)
-        assert entered.wait(5)
-        writer.join(5)
-        with database.transaction() as session:  # the turn was given back
-            assert session.scalar(select(Touch.id)) is None
-    finally:
-        os.close(other)
-        database.close()
 
 
 # Enrolling ----------------------------------------------------------------------------------
