@@ -2,8 +2,9 @@
 
 1. **Prepare** the whole batch ahead, in one transaction: re-check each row (the contact's
    status, the enrollment, the campaign and step, the send window) and read what its email is
-   made of (its library item, its thread, its Message-ID); then render each email, holding no
-   lock. Nothing changes a row's state here.
+   made of (its library item, its thread, its Message-ID). Nothing changes a row's state here.
+   Each email is rendered later, holding no lock, while the SMTP server considers the one
+   before it.
 2. **Claim** each row just before its send with a compare-and-set update (queued → sending)
    that also re-checks what may have changed since it was prepared (a stop, a pause), and
    count it against the mailbox's limits. A row with anything unusual about it takes the full
@@ -96,11 +97,8 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
                     renewed = _renew_job_lease(app, job_id)
                 held, claimed = claimed == touch_id, None
                 try:
-                    early = batch.take(touch_id)
-                    if early is not None and (held or _claim_ready(app, touch_id, early, job_id)):
-                        composed: Composed | None = early.composed
-                    else:  # anything unusual: the full claim finds out what and records it
-                        composed = _claim(app, touch_id, owners.get(touch_id), report, job_id)
+                    composed = _claim_next(app, batch, touch_id, held, owners.get(touch_id),
+                                           report, job_id)
                 except Exception as exc:  # a bug or bad data in one row
                     log.exception("touch %s could not be prepared", touch_id)
                     _count_attempt(app, touch_id, exc, report)
@@ -221,7 +219,7 @@ class _Batch:
 def _prepare_batch(app: Nurture, touch_ids: list[int], job_id: str | None) -> _Batch:
     """Read the batch's emails ahead of their claims, in one transaction for all.
 
-    Per email, rendering it and the claim itself are then left to do (:func:`_claim_ready`),
+    Per email, rendering it and the claim itself are then left to do (:func:`_take_ready`),
     and what the claim re-checks is exactly what may change meanwhile. A row with anything
     unusual about it (a stop, a pause, a closed window, no library item left, a template that
     fails) is left out: its full claim (:func:`_claim`) finds that out again and records it.
@@ -257,12 +255,20 @@ def _prepare_batch(app: Nurture, touch_ids: list[int], job_id: str | None) -> _B
     return _Batch(app, ready, touch_ids)
 
 
-def _claim_ready(app: Nurture, touch_id: int, ready: _Ready, job_id: str | None) -> bool:
-    """Claim a row prepared ahead, if nothing that matters changed since; False otherwise."""
-    if not in_window(app.now(), ready.window, ready.zone):
-        return False
-    with app.db.transaction() as session:
-        return _take_ready(app, session, touch_id, ready, job_id)
+def _claim_next(app: Nurture, batch: _Batch, touch_id: int, held: bool,
+                owners: tuple[int, int] | None, report: DeliveryReport,
+                job_id: str | None) -> Composed | None:
+    """The email to send for this row now, its claim held; None when there is none.
+    ``held``: recording the row before already claimed this one."""
+    early = batch.take(touch_id)
+    if early is not None and held:
+        return early.composed
+    if early is not None:
+        with app.db.transaction() as session:
+            claimed = _take_ready(app, session, touch_id, early, job_id)
+        if claimed:
+            return early.composed
+    return _claim(app, touch_id, owners, report, job_id)  # finds out what is unusual, records it
 
 
 def _take_ready(app: Nurture, session: Session, touch_id: int, ready: _Ready,
@@ -273,10 +279,12 @@ def _take_ready(app: Nurture, session: Session, touch_id: int, ready: _Ready,
     queued row in the transaction that records it, so the compare-and-set on ``queued`` sees
     each stop committed before it; on PostgreSQL a stop still in progress has the row locked,
     and the update waits for it and then sees it. A pause changes only the campaign's row: the
-    update checks it too. What is left is the send window (checked by the caller) and the
-    mailbox's limits; a claim they refuse is undone here, and the full claim reschedules it.
+    update checks it too. What is left is the send window and the mailbox's limits; a claim
+    they refuse is undone here, and the full claim reschedules it.
     """
     now = app.now()
+    if not in_window(now, ready.window, ready.zone):
+        return False
     connection = session.connection()
     got = connection.scalar(
         _CLAIM_READY if job_id is None else _CLAIM_READY_MINE,
@@ -498,9 +506,7 @@ def _record_sent(app: Nurture, touch_id: int, owners: tuple[int, int] | None, su
                       message_id=touch.message_id, recorded=done is not None)
         if done is not None:
             advance(app, session, done, now)
-        claimed = None
-        if then is not None and in_window(now, then[1].window, then[1].zone):
-            claimed = then[0] if _take_ready(app, session, *then) else None
+        claimed = then[0] if then is not None and _take_ready(app, session, *then) else None
     report.sent.append(touch_id)
     return claimed
 

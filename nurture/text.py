@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from html import unescape
 from html.parser import HTMLParser
 
@@ -41,7 +42,7 @@ class _TextParser(HTMLParser):
     def _hidden(self) -> bool:
         return bool(self._open) and self._open[-1][1]
 
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_starttag(self, tag: str, attrs: Sequence[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
         hidden = self._hidden or tag in _SKIP or bool(_HIDDEN.search(a.get("style", "")))
         if tag not in _VOID:
@@ -61,7 +62,7 @@ class _TextParser(HTMLParser):
         elif tag == "img" and a.get("alt", "").strip():
             self.out.append(a["alt"])
 
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+    def handle_startendtag(self, tag: str, attrs: Sequence[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
         if tag not in _VOID:
             self.handle_endtag(tag)
@@ -151,14 +152,14 @@ _TOKEN = re.compile(r"""<(?:
 
 
 @functools.lru_cache(maxsize=4096)
-def _attrs(source: str) -> list[tuple[str, str | None]]:
-    """A tag's attributes (cached: the same tags recur in every email of a template; the
-    handlers only read the list)."""
+def _attrs(source: str) -> tuple[tuple[str, str | None], ...]:
+    """A tag's attributes (cached: the same tags recur in every email of a template). A tuple,
+    so the cached value cannot be changed by whoever reads it."""
     attrs: list[tuple[str, str | None]] = []
     for name, raw in _ATTR.findall(source):
         value = raw[1:-1] if raw[:1] in ("'", '"') else raw
         attrs.append((name.lower(), unescape(value) if raw else None))
-    return attrs
+    return tuple(attrs)
 
 
 def _feed_regular(parser: _TextParser, html: str) -> bool:
