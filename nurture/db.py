@@ -6,7 +6,9 @@ Migrations are Alembic scripts shipped inside the package (``nurture/migrations`
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,6 +24,28 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+SQLITE_BUSY_MS = 30_000  # how long a writer waits for another before "database is locked"
+
+
+def _took_write_lock(raw: sqlite3.Connection) -> bool:
+    """Try ``BEGIN IMMEDIATE`` every fraction of a millisecond until the busy timeout, on a
+    connection whose own busy timeout is off. False if the lock did not come, or on any other
+    error.
+
+    SQLite's busy handler sleeps 1, 2, 5, 10 ... ms between tries, several times as long as a
+    worker holds the lock to record one email, so two workers spent much of their time asleep
+    (``python -m bench.sqlite_writers`` measures both).
+    """
+    deadline, pause = time.monotonic() + SQLITE_BUSY_MS / 1000, 0.00005
+    while True:
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            return True
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                return False
+        time.sleep(pause)
+        pause = min(pause * 1.5, 0.001)
 
 
 def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine:
@@ -34,7 +58,7 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        kwargs.setdefault("connect_args", {"timeout": SQLITE_BUSY_MS / 1000})
         engine = create_engine(url, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -44,14 +68,20 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
             cur.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            raw = conn.connection.driver_connection
+            raw.execute("PRAGMA busy_timeout=0")
+            try:
+                if not _took_write_lock(raw):
+                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # last try: SQLAlchemy's error
+            finally:  # statements inside the transaction keep the busy timeout
+                raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
 
         return engine
     engine = create_engine(url, pool_pre_ping=True, **kwargs)
