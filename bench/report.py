@@ -23,8 +23,10 @@ Each run rewrites its own sections below ("Pipeline throughput", "Tick cost") an
 others. Tools it uses, also useful alone: `python -m bench.breakdown` (milliseconds per email
 for each step of a send job; `--whatif ssl,tags,campaigns,nolimits` applies the changes of
 `bench/whatif.py` at run time), `python -m bench.unitcost` (unit costs × occurrences per
-email), `python -m bench.profile` (cProfile of send jobs). To measure another version of
-nurture: `cd COPY && ln -s /work/main/bench && /work/main/.venv/bin/python -m bench`.
+email), `python -m bench.profile` (cProfile of send jobs). Not run by it:
+`python -m bench.sqlite_writers` (two SQLite writers taking turns, SQLite's busy handler
+against nurture's polling). To measure another version of nurture:
+`cd COPY && ln -s /work/main/bench && /work/main/.venv/bin/python -m bench`.
 """ + END + "\n"
 
 
