@@ -6,6 +6,7 @@ Migrations are Alembic scripts shipped inside the package (``nurture/migrations`
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -81,7 +82,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
                 if not _took_write_lock(raw):
                     conn.exec_driver_sql("BEGIN IMMEDIATE")  # last try: SQLAlchemy's error
             finally:  # statements inside the transaction keep the busy timeout
-                raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
+                with contextlib.suppress(sqlite3.Error):  # a broken connection: its own error
+                    raw.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_MS}")
 
         return engine
     engine = create_engine(url, pool_pre_ping=True, **kwargs)
