@@ -33,6 +33,7 @@ when the step picks nothing (see :mod:`nurture.library`).
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 import hmac
 import html as htmlmod
@@ -529,10 +530,23 @@ def _write(headers: Headers) -> str:
                    else f"{name}: {value}{_CRLF}" for name, value in headers)
 
 
+def _quoted_printable(body: str) -> str:
+    """``body`` as UTF-8 quoted-printable (RFC 2045), every line ending in CRLF.
+
+    ``binascii.b2a_qp`` (C) is two to three times faster than the email package's pure-Python
+    encoder, but now and then writes a 77-character line where the RFC allows 76; such a body
+    is encoded again the slow way.
+    """
+    data = b"".join(line + b"\r\n" for line in body.encode("utf-8").splitlines())
+    fast = binascii.b2a_qp(data, istext=True).decode("ascii")
+    if all(len(line) <= 76 for line in fast.split(_CRLF)):
+        return fast
+    return body_encode(data.replace(b"\r\n", b"\n").decode("latin-1"), 76, eol=_CRLF)
+
+
 def _part(subtype: str, body: str) -> tuple[EmailMessage, str]:
     """One quoted-printable part, and its text. Lines end in CRLF, the last one too."""
-    lines = b"".join(line + b"\n" for line in body.encode("utf-8").splitlines())
-    encoded = body_encode(lines.decode("latin-1"), 76, eol=_CRLF)
+    encoded = _quoted_printable(body)
     headers = [("Content-Type", f'text/{subtype}; charset="utf-8"'),
                ("Content-Transfer-Encoding", "quoted-printable")]
     return _message(EmailMessage, headers, encoded), f"{_write(headers)}{_CRLF}{encoded}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import re
 import shutil
 import time
@@ -18,6 +19,7 @@ from nurture.render import (
     CONTEXT_KEYS,
     RenderedEmail,
     Renderer,
+    _quoted_printable,
     build_message,
     make_message_id,
     sample_context,
@@ -545,6 +547,27 @@ def test_wire_bytes_are_what_the_email_package_would_write() -> None:
         assert msg.as_bytes(policy=policy.SMTP) == msg.wire
         assert max(len(line) for line in msg.wire.split(b"\r\n")) <= 998
         assert b"\n" not in msg.wire.replace(b"\r\n", b"")
+
+
+@pytest.mark.parametrize("body", [
+    "Hello Dana,\nthanks for the referral — it means a lot.\n",
+    "a" * 74 + " ",  # the C encoder would write this as a 77-character line
+    "x" * 300 + "\n\n=\t \nCafé “quoted” 😀\x01\r\nlast line without an end",
+    "",
+])
+def test_quoted_printable_decodes_to_the_body_and_keeps_lines_short(body: str) -> None:
+    encoded = _quoted_printable(body)
+    crlf = b"".join(line + b"\r\n" for line in body.encode("utf-8").splitlines())
+    assert binascii.a2b_qp(encoded.encode("ascii")) == crlf
+    assert all(len(line) <= 76 and not line.endswith((" ", "\t"))
+               for line in encoded.split("\r\n"))
+    assert encoded.endswith("\r\n") or not body
+
+
+def test_quoted_printable_takes_the_fast_encoder_when_its_lines_fit() -> None:
+    body = "Hello Dana,\nthanks — it means a lot.\n"
+    assert _quoted_printable(body) == binascii.b2a_qp(
+        body.replace("\n", "\r\n").encode("utf-8"), istext=True).decode("ascii")
 
 
 def test_optional_headers_are_left_out() -> None:
