@@ -201,8 +201,9 @@ class Renderer:
         html = text = title = ""
         try:
             compiled = self._compiled(template, field, layout)
-            html = self._body(compiled, context, field)
-            text, hrefs = text_and_links(html)
+            pieces = self._body(compiled, context, field)
+            html = "".join(pieces)
+            text, hrefs = text_and_links(pieces)
             problems += self._compliance(compiled.splice, text, hrefs, context, field)
         except TemplateError as exc:
             problems += exc.problems
@@ -306,10 +307,11 @@ class Renderer:
         code = env.compile(source, name=kind, filename=f"<nurture:{kind}>")
         return env.template_class.from_code(env, code, env.make_globals(None))
 
-    def _body(self, compiled: _Compiled, context: Mapping[str, Any], field: str) -> str:
+    def _body(self, compiled: _Compiled, context: Mapping[str, Any], field: str) -> list[str]:
+        """The email's HTML, in the pieces its template yielded (see :meth:`render_pieces`)."""
         started = time.monotonic()
         try:
-            return self._html_env.render_bounded(compiled.html, context)
+            return self._html_env.render_pieces(compiled.html, context)
         except Exception as exc:  # whatever the template code raised is the template's problem
             line = None
             # The compiled HTML's lines mean nothing to the author: replay on the source to

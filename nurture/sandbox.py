@@ -135,6 +135,11 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     def render_bounded(self, template: Template, context: Mapping[str, Any]) -> str:
         """Render ``template`` within the bounds, streaming so a huge output stops early.
         ``max_size`` counts UTF-8 bytes here."""
+        return "".join(self.render_pieces(template, context))
+
+    def render_pieces(self, template: Template, context: Mapping[str, Any]) -> list[str]:
+        """:meth:`render_bounded`, in the pieces the template yields: its fixed text and the
+        values between (what :func:`nurture.text.text_and_links` caches by)."""
         budget = _Budget(self.max_iterations, self.max_iterations,
                          time.monotonic() + self.max_seconds, self.max_seconds)
         token = _BUDGET.set(budget)
@@ -145,7 +150,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                 if size > self.max_size:
                     raise LimitExceeded(f"the output is larger than {self.max_size} bytes")
                 parts.append(chunk)
-            return "".join(parts)
+            return parts
         finally:
             _BUDGET.reset(token)
 

@@ -16,6 +16,7 @@ import re
 from collections.abc import Sequence
 from html import unescape
 from html.parser import HTMLParser
+from typing import Any
 
 __all__ = ["html_to_text", "text_and_links"]
 
@@ -43,8 +44,11 @@ class _TextParser(HTMLParser):
         return bool(self._open) and self._open[-1][1]
 
     def handle_starttag(self, tag: str, attrs: Sequence[tuple[str, str | None]]) -> None:
-        a = {k: v or "" for k, v in attrs}
-        hidden = self._hidden or tag in _SKIP or bool(_HIDDEN.search(a.get("style", "")))
+        self._start(tag, _facts(tuple(attrs)))
+
+    def _start(self, tag: str, facts: _Facts) -> None:
+        styled_hidden, href, alt = facts
+        hidden = self._hidden or tag in _SKIP or styled_hidden
         if tag not in _VOID:
             self._open.append((tag, hidden))
             self._opened[tag] = self._opened.get(tag, 0) + 1
@@ -56,11 +60,11 @@ class _TextParser(HTMLParser):
             self.out.append(_PARAGRAPH)
         elif tag == "li":
             self.out.extend([_LINE, "- "])
-        elif tag == "a" and a.get("href", "").strip() and not a["href"].startswith("#"):
+        elif tag == "a" and href:
             self._close_link()
-            self._link = (a["href"].strip(), len(self.out))
-        elif tag == "img" and a.get("alt", "").strip():
-            self.out.append(a["alt"])
+            self._link = (href, len(self.out))
+        elif tag == "img" and alt:
+            self.out.append(alt)
 
     def handle_startendtag(self, tag: str, attrs: Sequence[tuple[str, str | None]]) -> None:
         self.handle_starttag(tag, attrs)
@@ -120,11 +124,16 @@ def _layout(parts: list[str]) -> str:
     return "\n\n".join(paragraphs) + "\n" if paragraphs else ""
 
 
-def text_and_links(html: str) -> tuple[str, list[str]]:
-    """The plain-text rendering of ``html`` and the ``href`` of every visible link in it."""
+def text_and_links(html: str | Sequence[str]) -> tuple[str, list[str]]:
+    """The plain-text rendering of ``html`` and the ``href`` of every visible link in it.
+
+    ``html`` may also be given in the pieces a template rendered it in (its fixed text and the
+    values between): the same result, faster, since each fixed piece is tokenised once per
+    process rather than once per email (see :func:`_tokens`).
+    """
     parser = _TextParser()
     if not _feed_regular(parser, html):
-        return _read_with_htmlparser(html)
+        return _read_with_htmlparser(html if isinstance(html, str) else "".join(html))
     parser.close()
     return _layout(parser.out), parser.links
 
@@ -149,50 +158,140 @@ _TOKEN = re.compile(r"""<(?:
   | /(?P<end>[a-zA-Z][^\s/>]*)\s*>
   | (?P<start>[a-zA-Z][^\s/>]*)(?P<attrs>(?:\s+NAME(?:\s*=\s*VALUE)?)*)\s*(?P<close>/?)>
 )""".replace("NAME", _NAME).replace("VALUE", _VALUE), re.S | re.X | re.I)
+_OPEN_REFERENCE = re.compile(r"&[^\t\n\f <&;]*\Z")  # a character reference the piece cuts off
+_RAW = ("style", "script")
+
+_Facts = tuple[bool, str, str]  # hidden by its style, link target, image text
+# Tokens: ("data", text) | ("start", tag, facts) | ("startend", tag, facts) | ("end", tag)
+_Token = tuple[Any, ...]
 
 
 @functools.lru_cache(maxsize=4096)
-def _attrs(source: str) -> tuple[tuple[str, str | None], ...]:
-    """A tag's attributes (cached: the same tags recur in every email of a template). A tuple,
-    so the cached value cannot be changed by whoever reads it."""
+def _attrs(source: str) -> _Facts:
+    """What the text needs of a tag's attributes (cached: the same tags recur in every email
+    of a template)."""
     attrs: list[tuple[str, str | None]] = []
     for name, raw in _ATTR.findall(source):
         value = raw[1:-1] if raw[:1] in ("'", '"') else raw
         attrs.append((name.lower(), unescape(value) if raw else None))
-    return tuple(attrs)
+    return _facts(tuple(attrs))
 
 
-def _feed_regular(parser: _TextParser, html: str) -> bool:
-    """Feed ``html`` token by token to the parser's handlers; False (having fed some) if it is
-    not as regular as MJML's output, and HTMLParser must read it instead."""
+@functools.lru_cache(maxsize=4096)
+def _facts(attrs: tuple[tuple[str, str | None], ...]) -> _Facts:
+    a = {k: v or "" for k, v in attrs}
+    href = a.get("href", "")
+    return (bool(_HIDDEN.search(a.get("style", ""))),
+            href.strip() if href.strip() and not href.startswith("#") else "",
+            a.get("alt", "") if a.get("alt", "").strip() else "")
+
+
+def _tokens(html: str, *, final: bool, until: int = -1) -> tuple[list[_Token], int] | None:
+    """The tokens of ``html`` and how far they reach; None if it is not as regular as MJML's
+    output, and HTMLParser must read it instead.
+
+    Unless ``final``, ``html`` may stop anywhere, even inside a tag: the tokens then stop
+    before whatever may not be whole yet (a tag, a ``<style>`` without its end, a character
+    reference), which the next piece completes. With ``until``, they stop at the first token
+    that ends after it.
+    """
+    tokens: list[_Token] = []
     at = 0
     for match in _TOKEN.finditer(html):
         if match.start() != at:
             data = html[at:match.start()]
             if "<" in data:
-                return False
-            parser.handle_data(unescape(data))
-        at = match.end()
+                if final:
+                    return None
+                return tokens, at + data.index("<")
+            tokens.append(("data", unescape(data)))
         if match["start"]:
             tag = match["start"].lower()
-            if match["close"]:
-                parser.handle_startendtag(tag, _attrs(match["attrs"]))
-            else:
-                parser.handle_starttag(tag, _attrs(match["attrs"]))
+            if tag in _RAW and not final:
+                return tokens, match.start()  # its end tag may be in the next piece
+            kind = "startend" if match["close"] else "start"
+            tokens.append((kind, tag, _attrs(match["attrs"])))
         elif match["end"]:
-            parser.handle_endtag(match["end"].lower())
+            tokens.append(("end", match["end"].lower()))
         elif match["raw"]:
             tag = match["raw"].lower()
-            parser.handle_starttag(tag, _attrs(match["rawattrs"]))
+            tokens.append(("start", tag, _attrs(match["rawattrs"])))
             if match["rawtext"]:
-                parser.handle_data(match["rawtext"])
-            parser.handle_endtag(tag)
+                tokens.append(("data", match["rawtext"]))
+            tokens.append(("end", tag))
+        at = match.end()
+        if 0 <= until < at:
+            return tokens, at
     tail = html[at:]
     if "<" in tail:
-        return False
-    if tail:
-        parser.handle_data(unescape(tail))
+        if final:
+            return None
+        cut = tail.index("<")
+    else:
+        cut = len(tail)
+        if not final and (reference := _OPEN_REFERENCE.search(tail)):
+            cut = reference.start()
+    if cut:
+        tokens.append(("data", unescape(tail[:cut])))
+    return tokens, at + cut
+
+
+@functools.lru_cache(maxsize=2048)
+def _piece_tokens(piece: str) -> tuple[tuple[_Token, ...], int] | None:
+    """:func:`_tokens` of one piece of a template's output, cached: its fixed pieces are the
+    same strings in every email."""
+    found = _tokens(piece, final=False)
+    return None if found is None else (tuple(found[0]), found[1])
+
+
+def _feed_regular(parser: _TextParser, html: str | Sequence[str]) -> bool:
+    """Feed ``html`` (or the HTML in these pieces) token by token to the parser's handlers;
+    False (having fed some) if it is not as regular as MJML's output, and HTMLParser must read
+    it instead."""
+    if isinstance(html, str):  # one document, read once: nothing to cache
+        found = _tokens(html, final=True)
+        if found is not None:
+            _replay(parser, found[0])
+        return found is not None
+    carry = ""  # the end of the pieces so far that the next piece completes
+    for piece in map(str, html):  # str: adding a str to a template's Markup would escape it
+        if carry:
+            found = _tokens(carry + piece, final=False, until=len(carry))
+            if found is None:
+                return False
+            tokens, reach = found
+            _replay(parser, tokens)
+            if reach < len(carry):  # still not whole
+                carry = (carry + piece)[reach:]
+                continue
+            piece = piece[reach - len(carry):]
+        cached = _piece_tokens(piece)
+        if cached is None:
+            return False
+        tokens, reach = cached
+        _replay(parser, tokens)
+        carry = piece[reach:]
+    if carry:
+        found = _tokens(carry, final=True)
+        if found is None:
+            return False
+        _replay(parser, found[0])
     return True
+
+
+def _replay(parser: _TextParser, tokens: Sequence[_Token]) -> None:
+    for token in tokens:
+        kind = token[0]
+        if kind == "data":
+            parser.handle_data(token[1])
+        elif kind == "start":
+            parser._start(token[1], token[2])
+        elif kind == "end":
+            parser.handle_endtag(token[1])
+        else:
+            parser._start(token[1], token[2])
+            if token[1] not in _VOID:
+                parser.handle_endtag(token[1])
 
 
 def html_to_text(html: str) -> str:

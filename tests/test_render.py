@@ -451,23 +451,50 @@ def test_html_to_text_reads_on_its_own() -> None:
 @pytest.mark.parametrize("name", SHIPPED)
 def test_text_of_our_emails_is_read_fast_and_exactly(renderer: Renderer, context: dict,
                                                      name: str) -> None:
-    """MJML's output takes the regular-expression tokenizer, never the fallback, and comes out
-    exactly as HTMLParser reads it."""
-    html = renderer.render(name, "Hi", context, field="s").html
-    assert _feed_regular(_TextParser(), html)
-    assert text_and_links(html) == _read_with_htmlparser(html)
+    """MJML's output takes the regular-expression tokenizer, never the fallback, whole or in
+    the pieces its template yields, and comes out exactly as HTMLParser reads it, for values
+    that are markup-like too."""
+    tricky = {**context, "contact": {**context["contact"], "first_name": "Ann & <Bo> &amp"}}
+    for values in (context, tricky):
+        rendered = renderer.render(name, "Hi", values, field="s")
+        compiled = renderer._compiled(name, "s")
+        pieces = renderer._html_env.render_pieces(compiled.html, values)
+        assert len(pieces) > 3 and "".join(pieces) == rendered.html
+        assert _feed_regular(_TextParser(), rendered.html)
+        assert _feed_regular(_TextParser(), pieces)
+        assert (text_and_links(pieces) == text_and_links(rendered.html)
+                == _read_with_htmlparser(rendered.html))
+        assert rendered.text == text_and_links(pieces)[0]
 
 
-@pytest.mark.parametrize("html", [
+TOKENIZER_CASES = [
     '<P CLASS=x>Upper &amp; <A HREF="https://a.example/?a=1&amp;b=2">case</A></P>',
     '<p>a <b>b</b><br/>c<img alt="pic" src=x /><input disabled></p><div hidden="">d</div>',
     "<p>1 < 2 and 3 > 2</p>",  # a stray "<": HTMLParser reads it
     '<p style="display: none">x</p><!--[if !mso]><!--><p>y</p><!--<![endif]-->',
     "<script>if (a < b) {}</script><p>after</p><?pi?><![CDATA[z]]>",
     "<p>unclosed <a href='https://q.example'>link",
-])
+    "<p>before</p><script>if (a < b) {}</script><p>after</p>",
+    '<head><style>p{color:red}</style></head><p>&#12345; &amp &ampxyz &lt;b&gt;</p>'
+    '<a href="#top">top</a> <a href=" https://x.example/ ">https://x.example/</a>',
+]
+
+
+@pytest.mark.parametrize("html", TOKENIZER_CASES)
 def test_text_tokenizer_agrees_with_htmlparser(html: str) -> None:
     assert text_and_links(html) == _read_with_htmlparser(html)
+
+
+@pytest.mark.parametrize("html", TOKENIZER_CASES)
+def test_text_of_pieces_is_the_text_of_the_whole(html: str) -> None:
+    """Cut anywhere (inside a tag, a character reference, a <style>), the pieces read as the
+    whole does: a template's values can fall anywhere."""
+    whole, regular = text_and_links(html), _feed_regular(_TextParser(), html)
+    for i in range(len(html) + 1):
+        for j in range(i, len(html) + 1):
+            pieces = [html[:i], html[i:j], "", html[j:]]
+            assert text_and_links(pieces) == whole, (i, j)
+            assert _feed_regular(_TextParser(), pieces) == regular, (i, j)  # no needless fallback
 
 
 # Headers ------------------------------------------------------------------------------------------
