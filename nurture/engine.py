@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from .app import Nurture
 from .campaigns import ROUND_PREFIX, Campaign, Step, round_key, round_of
 from .contacts import find_contacts, normalize_email
+from .db import Precompiled
 from .errors import NotFound, NurtureError
 from .models import (
     PENDING,
@@ -62,7 +63,7 @@ def log_event(session: Session, at: datetime, kind: str, *, contact_id: int | No
               enrollment_id: int | None = None, touch_id: int | None = None,
               **detail: Any) -> None:
     """Append to the event log, at once (Core: several events are written per email)."""
-    session.connection().execute(_EVENT, {
+    _EVENT.rows(session, {
         "at": at, "kind": kind, "contact_id": contact_id, "enrollment_id": enrollment_id,
         "touch_id": touch_id, "detail": json.dumps(detail, default=str, sort_keys=True)})
 
@@ -83,10 +84,9 @@ def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment_id
     zone = app.zone_for(contact_timezone, window.timezone if window else None)
     wait = step.wait if round_of(trigger_key) is not None else None
     connection = session.connection()
-    return connection.scalar(_PLAN[connection.dialect.name], {
+    return _PLAN[connection.dialect.name].scalar(connection, {
         "enrollment_id": enrollment_id, "step_id": step.id, "trigger_key": trigger_key,
-        "state": TouchState.SCHEDULED, "due_at": due_at(after, wait, window, zone),
-        "created_at": app.now()})
+        "due_at": due_at(after, wait, window, zone), "created_at": app.now()})
 
 
 class TouchKey(Protocol):
@@ -104,16 +104,14 @@ def advance(app: Nurture, session: Session, touch: TouchKey, sent_at: datetime) 
 
     The enrollment is read under a row lock, so a stop committed meanwhile is seen and kept.
     """
-    enrollment = session.connection().execute(
-        _ADVANCING, {"b_enrollment": touch.enrollment_id}).one()
+    (enrollment,) = _ADVANCING.rows(session, {"b_enrollment": touch.enrollment_id})
     campaign = app.campaigns.get(enrollment.campaign_id)
     round_ = round_of(touch.trigger_key)
     if round_ is None or campaign is None or enrollment.state != EnrollmentState.ACTIVE:
         return None
     following = campaign.following(touch.step_id, round_)
     if following is None:
-        session.connection().execute(_COMPLETE, {"b_enrollment": touch.enrollment_id,
-                                                 "b_at": sent_at})
+        _COMPLETE.rows(session, {"b_enrollment": touch.enrollment_id, "b_at": sent_at})
         loaded = session.identity_map.get(session.identity_key(Enrollment, touch.enrollment_id))
         if loaded is not None:
             session.expire(loaded, ["state", "ended_at"])
@@ -125,17 +123,24 @@ def advance(app: Nurture, session: Session, touch: TouchKey, sent_at: datetime) 
                       sent_at, round_key(round_))
 
 
-# Statements run for every email, built once and run as Core: building an ORM statement and
-# flushing objects cost more than running the SQL.
-_EVENT = insert(Event)
-_PLAN = {dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(Touch).on_conflict_do_nothing()
-         .returning(Touch.id) for dialect in (postgresql, sqlite)}
-_ADVANCING = (select(Enrollment.state, Enrollment.campaign_id, Enrollment.contact_id,
-                     Contact.timezone)
-              .join(Enrollment.contact).where(Enrollment.id == bindparam("b_enrollment"))
-              .with_for_update(of=Enrollment))
-_COMPLETE = (update(Enrollment).where(Enrollment.id == bindparam("b_enrollment"))
-             .values(state=EnrollmentState.COMPLETED, ended_at=bindparam("b_at")))
+# Statements run for every email, compiled once and run on the driver's cursor
+# (:class:`nurture.db.Precompiled`): building an ORM statement and flushing objects, or even
+# SQLAlchemy's ``execute``, cost more than running the SQL.
+_EVENT = Precompiled(insert(Event).values(
+    {name: bindparam(name) for name in ("at", "kind", "contact_id", "enrollment_id", "touch_id",
+                                        "detail")}))
+_PLAN = {dialect.__name__.rsplit(".", 1)[-1]: Precompiled(
+    dialect.insert(Touch).values(
+        {**{name: bindparam(name) for name in ("enrollment_id", "step_id", "trigger_key",
+                                               "due_at", "created_at")},
+         "state": TouchState.SCHEDULED, "attempts": 0})
+    .on_conflict_do_nothing().returning(Touch.id)) for dialect in (postgresql, sqlite)}
+_ADVANCING = Precompiled(
+    select(Enrollment.state, Enrollment.campaign_id, Enrollment.contact_id, Contact.timezone)
+    .join(Enrollment.contact).where(Enrollment.id == bindparam("b_enrollment"))
+    .with_for_update(of=Enrollment))
+_COMPLETE = Precompiled(update(Enrollment).where(Enrollment.id == bindparam("b_enrollment"))
+                        .values(state=EnrollmentState.COMPLETED, ended_at=bindparam("b_at")))
 
 
 # Enrolling ----------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, case, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from .db import Precompiled
 from .models import Mailbox
 from .settings import Settings
 
@@ -28,14 +29,14 @@ def take_send(settings: Settings, session: Session, now: datetime) -> datetime |
     spacing = timedelta(seconds=settings.limits_spacing)
     values = {"b_address": address, "today": today, "per_day": settings.limits_per_day,
               "now": now, "cutoff": now - spacing}
-    counted = session.connection().scalar(_TAKE, values)  # Core: the row almost always exists
+    counted = _TAKE.scalar(session, values)  # the row almost always exists
     if counted is None and session.get(Mailbox, address) is None:
         try:
             with session.begin_nested():
                 session.add(Mailbox(address=address, day=today, sent_today=0))
         except IntegrityError:
             pass  # another worker created it first
-        counted = session.connection().scalar(_TAKE, values)
+        counted = _TAKE.scalar(session, values)
     if counted is not None:
         return None
     mailbox = session.get_one(Mailbox, address, populate_existing=True)
@@ -46,15 +47,13 @@ def take_send(settings: Settings, session: Session, now: datetime) -> datetime |
     return mailbox.last_sent_at + spacing
 
 
-# Built once: building a statement costs more than running it (it runs once per email).
-_TAKE = (update(Mailbox)
-         .where(Mailbox.address == bindparam("b_address"),
-                or_(Mailbox.day != bindparam("today"),
-                    Mailbox.sent_today < bindparam("per_day")),
-                or_(Mailbox.last_sent_at.is_(None),
-                    Mailbox.last_sent_at <= bindparam("cutoff", type_=Mailbox.last_sent_at.type)))
-         .values(sent_today=case((Mailbox.day == bindparam("today"), Mailbox.sent_today + 1),
-                                 else_=1),
-                 day=bindparam("today"), last_sent_at=bindparam("now",
-                                                                 type_=Mailbox.last_sent_at.type))
-         .returning(Mailbox.sent_today))
+# Compiled once: it runs for every email (see nurture.db.Precompiled).
+_TAKE = Precompiled(
+    update(Mailbox)
+    .where(Mailbox.address == bindparam("b_address"),
+           or_(Mailbox.day != bindparam("today"), Mailbox.sent_today < bindparam("per_day")),
+           or_(Mailbox.last_sent_at.is_(None),
+               Mailbox.last_sent_at <= bindparam("cutoff", type_=Mailbox.last_sent_at.type)))
+    .values(sent_today=case((Mailbox.day == bindparam("today"), Mailbox.sent_today + 1), else_=1),
+            day=bindparam("today"), last_sent_at=bindparam("now", type_=Mailbox.last_sent_at.type))
+    .returning(Mailbox.sent_today))

@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import bindparam, delete, select, update
+from sqlalchemy import bindparam, delete, or_, select, update
 from sqlalchemy.orm import Session, defaultload
 
 from .app import Nurture
 from .campaigns import Campaign, round_of
 from .compose import Composed, Prepared, facts_of, prepare_touch, render_touch
+from .db import Precompiled
 from .delivery import (
     DeliveryError,
     PermanentDeliveryError,
@@ -285,16 +286,14 @@ def _take_ready(app: Nurture, session: Session, touch_id: int, ready: _Ready,
     now = app.now()
     if not in_window(now, ready.window, ready.zone):
         return False
-    connection = session.connection()
-    got = connection.scalar(
-        _CLAIM_READY if job_id is None else _CLAIM_READY_MINE,
-        {"b_id": touch_id, "b_now": now, "b_job": job_id,
+    got = (_CLAIM_READY if job_id is None else _CLAIM_READY_MINE).scalar(session, {
+        "b_id": touch_id, "b_now": now, "b_job": job_id,
          "b_lease": now + timedelta(seconds=app.settings.worker_lease_seconds),
          "b_campaign": ready.prepared.campaign.id, "b_message_id": ready.prepared.message_id})
     if got is None:
         return False
     if take_send(app.settings, session, now) is not None:
-        connection.execute(_UNCLAIM_READY, {"b_id": touch_id})
+        _UNCLAIM_READY.rows(session, {"b_id": touch_id})
         return False
     return True
 
@@ -306,9 +305,8 @@ def _claim(app: Nurture, touch_id: int, owners: tuple[int, int] | None,
     with app.db.transaction() as session:
         if owners is not None and app.db.engine.dialect.name == "postgresql":
             _lock_owners(session, *owners)
-        got = session.connection().scalar(
-            _CLAIM if job_id is None else _CLAIM_MINE,
-            {"b_id": touch_id, "b_now": now, "b_lease": lease, "b_job": job_id})
+        got = (_CLAIM if job_id is None else _CLAIM_MINE).scalar(
+            session, {"b_id": touch_id, "b_now": now, "b_lease": lease, "b_job": job_id})
         if got is None:
             report.skipped.append(touch_id)  # someone else has it, or it was stopped
             return None
@@ -380,36 +378,44 @@ def _load(session: Session, touch_id: int) -> Touch:
 
 LATER = "later"  # outside the send window, or the mailbox's limits: rescheduled, not skipped
 
-# The compare-and-set updates of every email, built once and run as Core statements: building
-# an ORM statement per email cost more than running it. Whatever the session had loaded is
-# reloaded afterwards (``populate_existing``).
-_CLAIM = (update(Touch)
+# The compare-and-set updates of every email, compiled once and run on the driver's cursor
+# (:class:`nurture.db.Precompiled`): building an ORM statement per email, or even SQLAlchemy's
+# ``execute``, cost more than running it. Whatever the session had loaded is reloaded
+# afterwards (``populate_existing``).
+_to_sending = (update(Touch)
           .where(Touch.id == bindparam("b_id"), Touch.state == TouchState.QUEUED)
           .values(state=TouchState.SENDING, claimed_at=bindparam("b_now"),
                   lease_until=bindparam("b_lease"), attempts=Touch.attempts + 1)
           .returning(Touch.id))
-_CLAIM_MINE = _CLAIM.where(Touch.job_id == bindparam("b_job"))
-_CLAIM_READY = (_CLAIM.values(message_id=bindparam("b_message_id"))
+_ready_to_sending = (_to_sending.values(message_id=bindparam("b_message_id"))
                 .where(~select(CampaignRow.id).where(CampaignRow.id == bindparam("b_campaign"),
                                                      CampaignRow.paused).exists()))
-_CLAIM_READY_MINE = _CLAIM_READY.where(Touch.job_id == bindparam("b_job"))
-_UNCLAIM_READY = (update(Touch)
-                  .where(Touch.id == bindparam("b_id"), Touch.state == TouchState.SENDING)
-                  .values(state=TouchState.QUEUED, attempts=Touch.attempts - 1))
-_PAUSED = select(CampaignRow.paused).where(CampaignRow.id == bindparam("b_campaign"))
-_LOCK_CONTACT = (select(Contact.id).where(Contact.id == bindparam("b_contact"))
-                 .with_for_update(read=True))
-_LOCK_ENROLLMENT = (select(Enrollment.id).where(Enrollment.id == bindparam("b_enrollment"))
-                    .with_for_update(read=True))
+_mine = Touch.job_id == bindparam("b_job")
+_CLAIM, _CLAIM_MINE = Precompiled(_to_sending), Precompiled(_to_sending.where(_mine))
+_CLAIM_READY = Precompiled(_ready_to_sending)
+_CLAIM_READY_MINE = Precompiled(_ready_to_sending.where(_mine))
+_UNCLAIM_READY = Precompiled(update(Touch)
+                             .where(Touch.id == bindparam("b_id"),
+                                    Touch.state == TouchState.SENDING)
+                             .values(state=TouchState.QUEUED, attempts=Touch.attempts - 1))
+_PAUSED = Precompiled(select(CampaignRow.paused)
+                      .where(CampaignRow.id == bindparam("b_campaign")))
+_LOCK_CONTACT = Precompiled(select(Contact.id).where(Contact.id == bindparam("b_contact"))
+                            .with_for_update(read=True))
+_LOCK_ENROLLMENT = Precompiled(select(Enrollment.id)
+                               .where(Enrollment.id == bindparam("b_enrollment"))
+                               .with_for_update(read=True))
 # ``uncertain`` too: if the lease ran out while we were sending, we now know it went.
-_SENT = (update(Touch)
-         .where(Touch.id == bindparam("b_id"),
-                Touch.state.in_([TouchState.SENDING, TouchState.UNCERTAIN]))
-         .values(state=TouchState.SENT, sent_at=bindparam("b_now"), reason=None,
-                 subject=bindparam("b_subject"))
-         .returning(Touch.enrollment_id, Touch.step_id, Touch.trigger_key, Touch.message_id))
-_KEY = select(Touch.enrollment_id, Touch.step_id, Touch.trigger_key, Touch.message_id).where(
-    Touch.id == bindparam("b_id"))
+_SENT = Precompiled(update(Touch)
+                    .where(Touch.id == bindparam("b_id"),
+                           or_(Touch.state == TouchState.SENDING,
+                               Touch.state == TouchState.UNCERTAIN))
+                    .values(state=TouchState.SENT, sent_at=bindparam("b_now"), reason=None,
+                            subject=bindparam("b_subject"))
+                    .returning(Touch.enrollment_id, Touch.step_id, Touch.trigger_key,
+                               Touch.message_id))
+_KEY = Precompiled(select(Touch.enrollment_id, Touch.step_id, Touch.trigger_key,
+                          Touch.message_id).where(Touch.id == bindparam("b_id")))
 
 
 def _lock_owners(session: Session, contact_id: int, enrollment_id: int) -> None:
@@ -421,9 +427,8 @@ def _lock_owners(session: Session, contact_id: int, enrollment_id: int) -> None:
     so the two cannot deadlock. SQLite serialises writers anyway (every transaction here begins
     IMMEDIATE), so it needs no row locks.
     """
-    connection = session.connection()
-    connection.execute(_LOCK_CONTACT, {"b_contact": contact_id})
-    connection.execute(_LOCK_ENROLLMENT, {"b_enrollment": enrollment_id})
+    _LOCK_CONTACT.rows(session, {"b_contact": contact_id})
+    _LOCK_ENROLLMENT.rows(session, {"b_enrollment": enrollment_id})
 
 
 def _recheck(app: Nurture, session: Session, touch: Touch) -> str | None:
@@ -434,7 +439,7 @@ def _recheck(app: Nurture, session: Session, touch: Touch) -> str | None:
     """
     now = app.now()
     why = _obstacle(app, touch, now, lambda campaign_id: bool(
-        session.connection().scalar(_PAUSED, {"b_campaign": campaign_id})))
+        _PAUSED.scalar(session, {"b_campaign": campaign_id})))
     if why is not None and why not in _LATER:
         return why
     later = None
@@ -495,10 +500,8 @@ def _record_sent(app: Nurture, touch_id: int, owners: tuple[int, int] | None, su
     of two. Returns the id of the row claimed, if any."""
     now = app.now()
     with app.db.transaction() as session:
-        connection = session.connection()
-        done = connection.execute(_SENT, {"b_id": touch_id, "b_now": now,
-                                          "b_subject": subject}).first()
-        touch = done or connection.execute(_KEY, {"b_id": touch_id}).first()
+        done = _SENT.first(session, {"b_id": touch_id, "b_now": now, "b_subject": subject})
+        touch = done or _KEY.first(session, {"b_id": touch_id})
         if touch is not None:
             log_event(session, now, "touch_sent", touch_id=touch_id,
                       contact_id=owners[0] if owners else None,
