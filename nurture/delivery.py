@@ -126,6 +126,12 @@ class Transport(ABC):
     def send(self, message: EmailMessage) -> None:
         """Deliver one message, or raise a :class:`DeliveryError` subclass."""
 
+    def announce(self, message: EmailMessage) -> None:  # noqa: B027 (nothing to say ahead)
+        """Say that ``message`` is likely to be sent next, so a transport that waits for its
+        server can start on it while the caller does other work. Nothing of the message's
+        content goes; if the next :meth:`send` is of another message, or none, the
+        announcement is simply withdrawn. Never raises."""
+
     def close(self) -> None:  # noqa: B027 (a transport without connections has nothing to do)
         """Release any connection; the transport may still be used afterwards."""
 
@@ -145,6 +151,34 @@ class _SMTP(smtplib.SMTP):
 
     data_started = False
     while_waiting: Callable[[], None] | None = None
+    announced: tuple[str, tuple[str, ...]] | None = None  # a MAIL sent ahead, its answer unread
+
+    def announce(self, sender: str, size: int) -> None:
+        """Send the MAIL command :meth:`smtplib.SMTP.sendmail` will give for a message of
+        ``size`` bytes from ``sender``, without reading the server's answer (see
+        :meth:`mail`)."""
+        options = (f"size={size}",) if self.does_esmtp and self.has_extn("size") else ()
+        self.putcmd("mail", f"from:{smtplib.quoteaddr(sender)}{''.join(' ' + o for o in options)}")
+        self.announced = (sender, options)
+
+    def mail(self, sender, options=()):  # type: ignore[no-untyped-def]
+        """Answer of the announced MAIL if it is this one; otherwise end the announced
+        transaction (RSET) and begin this one."""
+        announced, self.announced = self.announced, None
+        if announced is not None:
+            code, text = self.getreply()
+            if announced == (sender, tuple(options)):
+                return code, text
+            if code == 250:
+                self.rset()
+        return super().mail(sender, options)
+
+    def withdraw(self) -> None:
+        """Read the answer to an announced MAIL, ending its transaction (before QUIT)."""
+        if self.announced is not None:
+            self.announced = None
+            if self.getreply()[0] == 250:
+                self.rset()
 
     def data(self, msg):  # type: ignore[no-untyped-def]
         self.data_started = True
@@ -222,6 +256,24 @@ class SmtpTransport(Transport):
         if not self._transmit(*envelope, may_be_stale=self._smtp is not None):
             log.info("connection to %s had gone away; reconnecting", self.name)
             self._transmit(*envelope, may_be_stale=False)
+
+    def announce(self, message: EmailMessage) -> None:
+        """Send the message's MAIL FROM now, on the open connection, and read the answer in
+        the next :meth:`send`: the server considers it while the caller works (the claim of
+        the row), one round trip fewer to wait for per email. The caller must not have claimed
+        the message yet: MAIL FROM delivers nothing. A connection that fails here is dropped,
+        and the next send opens a new one, as for any stale connection."""
+        smtp = self._smtp
+        if smtp is None or smtp.sock is None or smtp.announced is not None:
+            return
+        if isinstance(message, WireMessage):
+            sender = message.envelope_from
+        else:
+            sender = getaddresses([str(message.get("From", ""))])[0][1]
+        try:
+            smtp.announce(sender, len(wire_bytes(message)))
+        except (OSError, smtplib.SMTPException):
+            self._abandon()
 
     def _transmit(self, sender: str, recipients: list[str], data: bytes, *,
                   may_be_stale: bool) -> bool:
@@ -302,7 +354,8 @@ class SmtpTransport(Transport):
 
     def close(self) -> None:
         if self._smtp is not None:
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                self._smtp.withdraw()
                 self._smtp.quit()
             self._abandon()
 

@@ -11,7 +11,9 @@
    claim instead (:func:`_claim`), which re-checks everything and records why it is not sent.
 3. **Send** over the transport, outside any transaction.
 4. **Record** it as sent, with its subject, and plan the next step; in the same transaction,
-   claim the batch's next row (one commit per email).
+   claim the batch's next row (one commit per email). The next row's MAIL FROM goes to the
+   SMTP server just before (:meth:`nurture.delivery.Transport.announce`), so the server
+   answers it while this transaction runs; nothing of that email goes before its claim.
 
 No code path sends without holding the claim, so two workers, two ticks or a retried RQ job can
 never send one row twice, and at most one row per worker is ``sending`` at a time. A worker
@@ -123,6 +125,9 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
                 else:
                     following = touch_ids[position + 1] if position + 1 < len(touch_ids) else None
                     after = batch.rendered(following)
+                    if after is not None and after.composed is not None and (
+                            after.composed.message is not None):
+                        transport.announce(after.composed.message)  # answered while we record
                     claimed = _record_sent(app, touch_id, owners.get(touch_id), subject, report,
                                            then=(following, after, job_id) if after else None)
         finally:

@@ -43,6 +43,12 @@ class _Handler:
         self.sink._count_session()
         return f"250 {server.hostname}"
 
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):  # noqa: N802
+        self.sink._count_mail()
+        envelope.mail_from = address  # what aiosmtpd does without this hook
+        envelope.mail_options.extend(mail_options)
+        return "250 OK"
+
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):  # noqa: N802
         refusal = self.sink.reject.get(address.lower())
         if refusal is not None:
@@ -113,7 +119,7 @@ class SmtpSink:
         self._messages: list[EmailMessage] = []
         self._envelopes: list[tuple[str, list[str]]] = []
         self._raw: list[bytes] = []
-        self._sessions = 0
+        self._sessions = self._mails = 0
         self._controller: _Controller | None = None
 
     @property
@@ -141,6 +147,12 @@ class SmtpSink:
         """The DATA bytes of each message exactly as received (a snapshot)."""
         with self._lock:
             return list(self._raw)
+
+    @property
+    def mail_commands(self) -> int:
+        """MAIL FROM commands accepted, in all sessions."""
+        with self._lock:
+            return self._mails
 
     @property
     def connections(self) -> int:
@@ -191,7 +203,7 @@ class SmtpSink:
             self._envelopes.clear()
             self._raw.clear()
             self.logins.clear()
-            self._sessions = 0
+            self._sessions = self._mails = 0
 
     def _authenticate(self, server, session, envelope, mechanism, auth_data) -> AuthResult:
         assert self.users is not None
@@ -206,6 +218,10 @@ class SmtpSink:
     def _count_session(self) -> None:
         with self._lock:
             self._sessions += 1
+
+    def _count_mail(self) -> None:
+        with self._lock:
+            self._mails += 1
 
     def _store(self, mail_from: str, rcpt_tos: list[str], content: bytes) -> None:
         message = email.message_from_bytes(content, policy=email.policy.default)

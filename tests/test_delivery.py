@@ -194,6 +194,53 @@ def test_work_while_waiting_runs_once_a_message_has_gone(sink):
         "<touch-1.enrollment-7@practice.example>", "<touch-3.enrollment-7@practice.example>"]
 
 
+def test_an_announced_message_goes_once_its_mail_from_answered_ahead(sink):
+    """announce() sends MAIL FROM and leaves the answer for send() to read: the server then
+    gets each message once, with its own envelope, over one connection."""
+    with SmtpTransport(sink.url, timeout=5) as transport:
+        transport.announce(make_message(n=1))  # no connection yet: nothing to do
+        transport.send(make_message(n=1))
+        for n in range(2, 5):
+            transport.announce(make_message(to=f"dr{n}@clinic.example", n=n))
+            assert transport._smtp is not None and transport._smtp.announced is not None
+            transport.send(make_message(to=f"dr{n}@clinic.example", n=n))
+    assert [m["Message-ID"] for m in sink.wait_for(4)] == [
+        f"<touch-{n}.enrollment-7@practice.example>" for n in range(1, 5)]
+    assert [rcpt for _, rcpt in sink.envelopes] == [
+        ["dr.ada@clinic.example"], *[[f"dr{n}@clinic.example"] for n in range(2, 5)]]
+    assert sink.connections == 1
+    assert sink.mail_commands == 4  # the announced MAIL FROM was the one used
+
+
+def test_an_announcement_is_withdrawn_when_another_message_or_none_follows(sink):
+    """The row announced may not be claimed after all: then another message goes (after an
+    RSET), or the connection closes, and the announced one never arrives."""
+    transport = SmtpTransport(sink.url, timeout=5)
+    transport.send(make_message(n=1))
+    transport.announce(make_message(to="skipped@clinic.example", n=2))
+    transport.send(make_message(n=3))
+    transport.announce(make_message(to="skipped@clinic.example", n=4))
+    transport.close()
+    transport.send(make_message(n=5))  # still usable
+    transport.close()
+    time.sleep(0.1)
+    assert [m["Message-ID"] for m in sink.messages] == [
+        f"<touch-{n}.enrollment-7@practice.example>" for n in (1, 3, 5)]
+    assert all(rcpt == ["dr.ada@clinic.example"] for _, rcpt in sink.envelopes)
+    assert sink.mail_commands == 5  # the two withdrawn ones too
+
+
+def test_an_announcement_on_a_connection_that_died_is_sent_once_on_a_new_one(sink):
+    with SmtpTransport(sink.url, timeout=5) as transport:
+        transport.send(make_message(n=1))
+        sink.restart()  # the open connection is cut while the caller records the first
+        transport.announce(make_message(n=2))
+        transport.send(make_message(n=2))
+    assert [m["Message-ID"] for m in sink.wait_for(2)] == [
+        f"<touch-{n}.enrollment-7@practice.example>" for n in (1, 2)]
+    assert sink.connections == 2
+
+
 @pytest.mark.parametrize("reused", [False, True], ids=["fresh", "reused"])
 def test_connection_lost_after_data_is_uncertain_and_not_resent(sink, reused):
     with SmtpTransport(sink.url, timeout=5) as transport:

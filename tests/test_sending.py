@@ -181,6 +181,41 @@ def test_stops_recorded_after_the_tick_but_before_the_worker_send_nothing(
                       "quiet@clinic.example": ("sent", None, project.now())}
 
 
+class Announcing(SmtpTransport):
+    """The real SMTP transport, with the caller's work run once the next row's MAIL FROM has
+    gone ahead of its claim (:meth:`SmtpTransport.announce`)."""
+
+    def __init__(self, url: str, after_announcing: Callable[[], None]):
+        super().__init__(url)
+        self.after_announcing = after_announcing
+
+    def announce(self, message: EmailMessage) -> None:
+        super().announce(message)
+        self.after_announcing()
+
+
+def test_a_reply_recorded_after_the_next_rows_mail_from_went_ahead_stops_it(
+        project: Nurture, smtp_sink: Any) -> None:
+    """The send path starts the next row's SMTP transaction before claiming it; a reply
+    recorded just then still wins: its claim fails, the server gets nothing of it, and the
+    batch goes on."""
+    first, stopped, third = queue_first_steps(  # emails of three sizes
+        project, "a@clinic.example", "bo@clinic.example", "cleo@clinic.example")
+    replies = []
+
+    def reply_from_b() -> None:
+        if not replies:
+            replies.append(record_reply(project, "bo@clinic.example"))
+
+    with Announcing(project.settings.smtp_url, reply_from_b) as transport:
+        report = deliver(project, [first, stopped, third], transport)
+    assert report.sent == [first, third] and report.skipped == [stopped]
+    assert [m["To"].addresses[0].addr_spec for m in smtp_sink.messages] == [
+        "a@clinic.example", "cleo@clinic.example"]
+    assert smtp_sink.mail_commands == 3  # bo's went ahead, and was withdrawn
+    assert one_touch(project, stopped).state == "cancelled"
+
+
 def test_claim_rechecks_the_rows_and_skips_with_a_reason(
         project: Nurture, smtp_sink: Any) -> None:
     """State changed behind the engine's back (no cancel ran) is still caught at claim time."""
