@@ -113,22 +113,27 @@ def measure_pipeline(n: int, box: float, *, breakdown_n: int) -> dict[str, Any]:
         noop1 = record("no-op x1", lambda: run_noop(1, n))
         noop2 = record("no-op x2", lambda: run_noop(2, n))
         record("no-op fork", lambda: run_noop(1, min(n, 1000), "fork"))
-        nurture: list[tuple[Run, Run | None]] = []
+        nurture: list[tuple[Run, Run | None, Run | None]] = []
         configs: list[tuple[str, int, int, tuple[str, ...]]] = [(*c, ()) for c in CONFIGS]
         if has_mailbox_limits():  # the same 2-worker run without the mailbox row lock
             configs.insert(2, ("postgresql", 2, 50, ("nolimits",)))
         for database, workers, batch, whatif in configs:
+            before = (f"just before \"{database}, {workers} worker{'s' * (workers > 1)}, "
+                      f"batch {batch}{', what-if ' + '+'.join(whatif) if whatif else ''}\"")
             # A short raw run right before: this machine is shared, its speed drifts.
             probe = record("probe", lambda: run_smtplib("send_message", probe_n, sink))
             if probe is not None:
-                probe.label = (f"probe: raw send_message just before \"{database}, {workers} "
-                               f"worker{'s' * (workers > 1)}, batch {batch}"
-                               f"{', what-if ' + '+'.join(whatif) if whatif else ''}\"")
+                probe.label = f"probe: raw send_message {before}"
+            # And RQ's no-op jobs with as many processes, for the same reason.
+            noop_probe = record("no-op probe", lambda w=workers: run_noop(
+                w, probe_noop_n({"n": n})))
+            if noop_probe is not None:
+                noop_probe.label = f"probe: {noop_probe.label} {before}"
             got = record(f"nurture, {database}, {workers} workers, batch {batch} {whatif}",
                          lambda d=database, w=workers, b=batch, x=whatif: run_nurture(
                              d, w, b, n, sink, box, x))
             if got is not None:
-                nurture.append((got, probe))
+                nurture.append((got, probe, noop_probe))
     breakdowns, units = [], []
     if breakdown_n:
         log(f"where the time goes: {breakdown_n} emails, PostgreSQL, batch 50; unit costs")
@@ -150,8 +155,12 @@ def measure_pipeline(n: int, box: float, *, breakdown_n: int) -> dict[str, Any]:
     return {"n": n, "box": box, "runs": [asdict(r) for r in runs], "failures": failures,
             "roles": {"send_message": at(send_message), "raw_bytes": at(raw_bytes),
                       "noop1": at(noop1), "noop2": at(noop2)},
-            "pairs": [[at(r), at(p)] for r, p in nurture],
+            "pairs": [[at(r), at(p), at(q)] for r, p, q in nurture],
             "breakdowns": breakdowns, "units": units}
+
+
+def probe_noop_n(data: dict[str, Any]) -> int:
+    return min(data["n"], 2000)
 
 
 def render_pipeline(data: dict[str, Any], facts: dict[str, str], command: str) -> str:
@@ -162,11 +171,13 @@ def render_pipeline(data: dict[str, Any], facts: dict[str, str], command: str) -
     roles = {k: runs[i] for k, i in data["roles"].items()}
     send_message, raw_bytes = roles["send_message"], roles["raw_bytes"]
     noop1, noop2 = roles["noop1"], roles["noop2"]
-    nurture = [(runs[i], None if j is None else runs[j]) for i, j in data["pairs"]]
+    # [nurture, raw probe, no-op probe]; runs saved before the no-op probes have two.
+    nurture = [(runs[pair[0]], *(None if j is None else runs[j] for j in (*pair[1:], None)[:2]))
+               for pair in data["pairs"]]
     breakdowns, units = data["breakdowns"], data["units"]
     noop_by_workers = {1: noop1.rate, 2: noop2.rate}
     rows = []
-    for r, probe in nurture:
+    for r, probe, noop_probe in nurture:
         e = r.extra
         per = 1000 / max(1, r.n)
         rows.append([
@@ -175,6 +186,7 @@ def render_pipeline(data: dict[str, Any], facts: dict[str, str], command: str) -
             f"{r.rate / probe.rate:.0%}" if probe else "",
             f"{r.rate / raw_bytes.rate:.0%}",
             f"{r.rate / noop_by_workers[r.workers]:.0%}",
+            f"{r.rate / noop_probe.rate:.0%}" if noop_probe else "",
             e["worker_cpu"] * per, e["sink_cpu"] * per, e["postgres_cpu"] * per,
             e["tick_seconds"] or 0.0, e["smtp_sessions"], e["rescheduled"],
             f"{e['machine_busy']:.0%} / {e['other_cpu'] / r.seconds / 2:.0%}"])
@@ -183,23 +195,26 @@ def render_pipeline(data: dict[str, Any], facts: dict[str, str], command: str) -
                   1000 * r.extra["sink_cpu"] / r.n if "sink_cpu" in r.extra else ""]
                  for r in runs if r.kind != "nurture"]
     # The verdicts count nurture as it is: a what-if run measures a patched copy.
-    as_is = [(r, p) for r, p in nurture if "what-if" not in r.label]
-    best = max((r for r, _ in as_is), key=lambda r: r.rate)
-    best_probe = max((r.rate / p.rate for r, p in as_is if p), default=0.0)
+    as_is = [(r, p, q) for r, p, q in nurture if "what-if" not in r.label]
+    best = max((r for r, _, _ in as_is), key=lambda r: r.rate)
+    best_probe = max((r.rate / p.rate for r, p, _ in as_is if p), default=0.0)
     target = 0.8 * send_message.rate
     verdict_smtp = "met" if best.rate >= target else "NOT met"
-    # Against the no-op jobs, per number of processes: 1 worker vs 1 process, 2 vs 2.
+    # Against the no-op jobs, per number of processes: 1 worker vs 1 process, 2 vs 2; and
+    # against the no-op probe run just before it, since the machine's speed drifts.
     versus_noop = []
     for workers, noop_rate in noop_by_workers.items():
-        mine = [r for r, _ in as_is if r.workers == workers]
+        mine = [(r, q) for r, _, q in as_is if r.workers == workers]
         if mine:
-            top = max(mine, key=lambda r: r.rate)
+            top, near = max(mine, key=lambda rq: rq[0].rate)
+            met = top.rate > noop_rate and (near is None or top.rate > near.rate)
             versus_noop.append(
                 f"{workers} process{'es' * (workers > 1)}: {noop_rate:.0f} jobs/s against the "
                 f"best {workers}-worker nurture run, {top.rate:.1f}/s "
-                f"({top.label.removeprefix('nurture, ')}) → "
-                f"**{'met' if top.rate > noop_rate else 'NOT met'}**")
-    cpu_ceiling = max(1000 / (r.extra["worker_cpu"] * 1000 / r.n) for r, _ in as_is
+                f"({top.label.removeprefix('nurture, ')}"
+                + (f"; {near.rate:.0f} jobs/s in the no-op probe just before it" if near else "")
+                + f") → **{'met' if met else 'NOT met'}**")
+    cpu_ceiling = max(1000 / (r.extra["worker_cpu"] * 1000 / r.n) for r, _, _ in as_is
                       if r.workers == 1 and r.n)
     lines = [
         "## Pipeline throughput",
@@ -230,14 +245,17 @@ def render_pipeline(data: dict[str, Any], facts: dict[str, str], command: str) -
         "run).",
         "",
         table(["nurture run", "sent / due", "s", "emails/s", "vs send_message",
-               "vs probe before", "vs bytes", "vs no-op (same procs)", "worker CPU ms/email",
+               "vs probe before", "vs bytes", "vs no-op (same procs)", "vs no-op probe before",
+               "worker CPU ms/email",
                "sink CPU ms/email", "PG CPU ms/email", "tick s", "SMTP sessions",
                "rescheduled", "machine busy / others"], rows),
         "",
         *(["Runs that failed (nurture is being edited while this runs):", "",
            *[f"- {f}" for f in failures], ""] if failures else []),
         "*vs probe before*: against a 1,000-message raw `send_message` run made just before "
-        "(the machine is shared, so its speed drifts). *worker CPU*: user+system time of the "
+        "(the machine is shared, so its speed drifts); *vs no-op probe before*: against "
+        f"{probe_noop_n(data):,} RQ no-op jobs with as many processes, run just before that. "
+        "*worker CPU*: user+system time of the "
         "worker processes per email sent; *PG CPU*: all PostgreSQL processes on the machine "
         "(other users of the server included); *machine busy / others*: share of both CPUs "
         "busy during the run, and the share used by processes that are not part of the "

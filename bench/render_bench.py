@@ -207,6 +207,8 @@ def markdown(once: list[dict[str, Any]], impls: dict[str, Any] | None) -> str:
         for impl, row in impls["impls"].items():
             if impl == ref:
                 fidelity = "reference | - | -"
+            elif "similarity" not in row:  # no reference to compare with (no --npm)
+                fidelity = "- | - | -"
             else:
                 pixels = "-" if row.get("same_pixels") is None else (
                     f"{row['same_pixels']}/{n}" + (f" (worst {row['worst_pixels']} px)"

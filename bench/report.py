@@ -25,7 +25,8 @@ for each step of a send job; `--whatif ssl,tags,campaigns,nolimits` applies the 
 `bench/whatif.py` at run time), `python -m bench.unitcost` (unit costs × occurrences per
 email), `python -m bench.profile` (cProfile of send jobs). Not run by it:
 `python -m bench.sqlite_writers` (two SQLite writers taking turns, SQLite's busy handler
-against nurture's polling). To measure another version of nurture:
+against nurture's polling), `python -m bench.statements` (one send-path statement through
+SQLAlchemy's `execute` and precompiled). To measure another version of nurture:
 `cd COPY && ln -s /work/main/bench && /work/main/.venv/bin/python -m bench`.
 """ + END + "\n"
 

@@ -115,6 +115,11 @@ def main() -> None:
                 if "contact_tags" in statement:
                     counts["SQL contact_tags SELECT"] += 1
 
+            precompiled = getattr(importlib.import_module("nurture.db"), "Precompiled", None)
+            precompiled_rows = precompiled.rows if precompiled is not None else None
+            if precompiled is not None:
+                precompiled.rows = counting("SQL statements", precompiled_rows)
+
             @event.listens_for(app.db.engine, "commit")
             def _commit(conn):  # noqa: ANN001
                 counts["SQL commits"] += 1
@@ -124,6 +129,8 @@ def main() -> None:
                 jobs.send_touches(rest[start:start + 50])
             event.remove(app.db.engine, "before_cursor_execute", _count)
             event.remove(app.db.engine, "commit", _commit)
+            if precompiled is not None:
+                precompiled.rows = precompiled_rows
             delivery.ssl.create_default_context = real_ctx
             app_mod.Nurture.campaigns = prop
             Renderer.render = render_real

@@ -125,9 +125,9 @@ def deliver(app: Nurture, touch_ids: list[int], transport: Transport,
                 else:
                     following = touch_ids[position + 1] if position + 1 < len(touch_ids) else None
                     after = batch.rendered(following)
-                    if after is not None and after.composed is not None and (
-                            after.composed.message is not None):
-                        transport.announce(after.composed.message)  # answered while we record
+                    upcoming = after.composed if after is not None else None
+                    if upcoming is not None and upcoming.message is not None:
+                        transport.announce(upcoming.message)  # answered while we record
                     claimed = _record_sent(app, touch_id, owners.get(touch_id), subject, report,
                                            then=(following, after, job_id) if after else None)
         finally:
@@ -293,8 +293,8 @@ def _take_ready(app: Nurture, session: Session, touch_id: int, ready: _Ready,
         return False
     got = (_CLAIM_READY if job_id is None else _CLAIM_READY_MINE).scalar(session, {
         "b_id": touch_id, "b_now": now, "b_job": job_id,
-         "b_lease": now + timedelta(seconds=app.settings.worker_lease_seconds),
-         "b_campaign": ready.prepared.campaign.id, "b_message_id": ready.prepared.message_id})
+        "b_lease": now + timedelta(seconds=app.settings.worker_lease_seconds),
+        "b_campaign": ready.prepared.campaign.id, "b_message_id": ready.prepared.message_id})
     if got is None:
         return False
     if take_send(app.settings, session, now) is not None:
