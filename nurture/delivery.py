@@ -158,7 +158,8 @@ class _SMTP(smtplib.SMTP):
         ``size`` bytes from ``sender``, without reading the server's answer (see
         :meth:`mail`)."""
         options = (f"size={size}",) if self.does_esmtp and self.has_extn("size") else ()
-        self.putcmd("mail", f"from:{smtplib.quoteaddr(sender)}{''.join(' ' + o for o in options)}")
+        listed = "".join(f" {option}" for option in options)
+        self.putcmd("mail", f"FROM:{smtplib.quoteaddr(sender)}{listed}")  # as smtplib's mail()
         self.announced = (sender, options)
 
     def mail(self, sender, options=()):  # type: ignore[no-untyped-def]

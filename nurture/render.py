@@ -515,7 +515,12 @@ Headers = list[tuple[str, Any]]  # (name, value folded with CRLF, or a header ob
 
 
 def _text(value: str) -> str:
-    """An unstructured header value: ASCII as it is, anything else RFC 2047-encoded."""
+    """An unstructured header value: ASCII as it is, anything else RFC 2047-encoded.
+
+    A short printable ASCII value is what the email package would give back anyway (most
+    subjects are), without its parsing and folding machinery."""
+    if len(value) <= 75 and value.isascii() and value.isprintable():
+        return value
     return Header(value).encode(linesep=_CRLF)
 
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import binascii
+import random
 import re
 import shutil
+import string
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from email import message_from_bytes, policy
+from email.header import Header
 from email.utils import format_datetime
 from html.parser import HTMLParser
 from pathlib import Path
@@ -20,6 +23,7 @@ from nurture.render import (
     RenderedEmail,
     Renderer,
     _quoted_printable,
+    _text,
     build_message,
     make_message_id,
     sample_context,
@@ -589,6 +593,19 @@ def test_quoted_printable_decodes_to_the_body_and_keeps_lines_short(body: str) -
     assert all(len(line) <= 76 and not line.endswith((" ", "\t"))
                for line in encoded.split("\r\n"))
     assert encoded.endswith("\r\n") or not body
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_short_ascii_header_values_are_what_the_email_package_gives(seed: int) -> None:
+    """_text() hands short printable ASCII back as it is: exactly what Header().encode() does,
+    at every length around the cut-off, with spaces, quotes and encoded-word look-alikes."""
+    rnd = random.Random(seed)
+    alphabet = string.ascii_letters + string.digits + " !\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+    values = ["", " ", "=?utf-8?q?x?=", "a  b", " leading", "trailing ", "Zoë", "tab\there"]
+    values += ["".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 90)))
+               for _ in range(3000)]
+    for value in values:
+        assert _text(value) == Header(value).encode(linesep="\r\n"), value
 
 
 def test_quoted_printable_takes_the_fast_encoder_when_its_lines_fit() -> None:
