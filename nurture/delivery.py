@@ -165,17 +165,15 @@ class _SMTP(smtplib.SMTP):
     def mail(self, sender, options=()):  # type: ignore[no-untyped-def]
         """Answer of the announced MAIL if it is this one; otherwise end the announced
         transaction (RSET) and begin this one."""
-        announced, self.announced = self.announced, None
-        if announced is not None:
-            code, text = self.getreply()
-            if announced == (sender, tuple(options)):
-                return code, text
-            if code == 250:
-                self.rset()
+        if self.announced is not None and self.announced == (sender, tuple(options)):
+            self.announced = None
+            return self.getreply()
+        self.withdraw()
         return super().mail(sender, options)
 
     def withdraw(self) -> None:
-        """Read the answer to an announced MAIL, ending its transaction (before QUIT)."""
+        """Read the answer to an announced MAIL and end its transaction (before another MAIL
+        or QUIT)."""
         if self.announced is not None:
             self.announced = None
             if self.getreply()[0] == 250:
@@ -261,9 +259,9 @@ class SmtpTransport(Transport):
     def announce(self, message: EmailMessage) -> None:
         """Send the message's MAIL FROM now, on the open connection, and read the answer in
         the next :meth:`send`: the server considers it while the caller works (the claim of
-        the row), one round trip fewer to wait for per email. The caller must not have claimed
-        the message yet: MAIL FROM delivers nothing. A connection that fails here is dropped,
-        and the next send opens a new one, as for any stale connection."""
+        the row), one round trip fewer to wait for per email. The caller need not hold the
+        message's claim yet: MAIL FROM delivers nothing. A connection that fails here is
+        dropped, and the next send opens a new one, as for any stale connection."""
         smtp = self._smtp
         if smtp is None or smtp.sock is None or smtp.announced is not None:
             return
