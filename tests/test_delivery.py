@@ -115,10 +115,16 @@ def test_server_that_stays_down_is_transient_not_a_reconnect_loop(sink):
     transport = SmtpTransport(sink.url, timeout=2)
     transport.send(make_message(n=1))
     sink.set_down()
-    started = time.monotonic()
+    opened, real_open = [], transport._open
+
+    def counted_open():
+        opened.append("connect")
+        return real_open()
+
+    transport._open = counted_open  # type: ignore[method-assign]
     with pytest.raises(TransientDeliveryError):
         transport.send(make_message(n=2))
-    assert time.monotonic() - started < 1.5
+    assert opened == ["connect"]  # the dead connection is replaced once, then it gives up
     sink.restart()
     transport.send(make_message(n=3))  # and it recovers by itself once the server is back
     transport.close()
@@ -130,7 +136,7 @@ def test_connection_refused_is_transient_and_immediate():
     started = time.monotonic()
     with pytest.raises(TransientDeliveryError, match="cannot connect"):
         SmtpTransport(f"smtp://127.0.0.1:{free_port()}", timeout=5).send(make_message())
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 4  # refused at once, not after the 5 s timeout
 
 
 def test_server_that_never_greets_times_out_as_transient():
@@ -140,7 +146,7 @@ def test_server_that_never_greets_times_out_as_transient():
         started = time.monotonic()
         with pytest.raises(TransientDeliveryError):
             SmtpTransport(f"smtp://127.0.0.1:{port}", timeout=0.3).send(make_message())
-        assert time.monotonic() - started < 2.0
+        assert time.monotonic() - started < 10  # bounded by the timeout, not smtplib's wait
 
 
 @pytest.mark.parametrize(
