@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, bindparam, insert, select, text, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 
 from nurture import db
 from nurture.db import Database, Precompiled
@@ -184,3 +184,25 @@ def test_precompiled_refuses_what_it_would_run_differently(db: Database) -> None
             Touch.state.in_([TouchState.SENT, TouchState.SKIPPED])))
         with pytest.raises(ValueError, match="expanding IN"):
             expanding.rows(session, {})
+
+
+def test_precompiled_on_a_lost_connection_invalidates_it_and_the_next_transaction_works(
+        db: Database) -> None:
+    """As SQLAlchemy's ``execute`` would: the driver's error arrives as SQLAlchemy's, marked as
+    a lost connection, and the pool hands out a working one next."""
+    add = Precompiled(_ADD)
+    with pytest.raises(RuntimeError, match="rolled back"), db.transaction() as session:
+        raw = session.connection().connection.driver_connection
+        if db.engine.dialect.name == "postgresql":  # the server ends the session
+            with db.engine.connect() as other:
+                other.execute(text("SELECT pg_terminate_backend(:pid)"),
+                              {"pid": raw.info.backend_pid})
+        else:  # the file handle goes away under it
+            raw.close()
+        with pytest.raises(DBAPIError) as lost:
+            add.rows(session, {"address": "a@pt.example", "day": date(2026, 12, 7)})
+        assert lost.value.connection_invalidated
+        raise RuntimeError("rolled back")
+    with db.transaction() as session:
+        add.rows(session, {"address": "b@pt.example", "day": date(2026, 12, 7)})
+    assert [m[0] for m in _mailboxes(db)] == ["b@pt.example"]
