@@ -106,7 +106,7 @@ def measure_pipeline(n: int, box: float, *, breakdown_n: int) -> dict[str, Any]:
 
     def noop_probe(workers: int, n: int, when: str) -> Run | None:
         """RQ no-op jobs with ``workers`` processes, labelled as a probe run ``when``."""
-        got = record(f"no-op probe {when}", lambda: run_noop(workers, probe_noop_n({"n": n})))
+        got = record(f"no-op probe {when}", lambda: run_noop(workers, probe_noop_n(n)))
         if got is not None:
             got.label = f"probe: {got.label} {when}"
         return got
@@ -164,8 +164,9 @@ def measure_pipeline(n: int, box: float, *, breakdown_n: int) -> dict[str, Any]:
             "breakdowns": breakdowns, "units": units}
 
 
-def probe_noop_n(data: dict[str, Any]) -> int:
-    return min(data["n"], 2000)
+def probe_noop_n(n: int) -> int:
+    """No-op jobs in each probe run: a few seconds' worth."""
+    return min(n, 2000)
 
 
 def render_pipeline(data: dict[str, Any], facts: dict[str, str], command: str) -> str:
@@ -265,7 +266,7 @@ def render_pipeline(data: dict[str, Any], facts: dict[str, str], command: str) -
            *[f"- {f}" for f in failures], ""] if failures else []),
         "*vs probe before*: against a 1,000-message raw `send_message` run made just before "
         "(the machine is shared, so its speed drifts); *vs no-op probes*: against "
-        f"{probe_noop_n(data):,} RQ no-op jobs with as many processes, run just before the "
+        f"{probe_noop_n(n):,} RQ no-op jobs with as many processes, run just before the "
         "raw probe and just after the nurture run. "
         "*worker CPU*: user+system time of the "
         "worker processes per email sent; *PG CPU*: all PostgreSQL processes on the machine "

@@ -67,7 +67,10 @@ class _TextParser(HTMLParser):
             self.out.append(alt)
 
     def handle_startendtag(self, tag: str, attrs: Sequence[tuple[str, str | None]]) -> None:
-        self.handle_starttag(tag, attrs)
+        self._start_end(tag, _facts(tuple(attrs)))
+
+    def _start_end(self, tag: str, facts: _Facts) -> None:
+        self._start(tag, facts)
         if tag not in _VOID:
             self.handle_endtag(tag)
 
@@ -177,7 +180,6 @@ def _attrs(source: str) -> _Facts:
     return _facts(tuple(attrs))
 
 
-@functools.lru_cache(maxsize=4096)
 def _facts(attrs: tuple[tuple[str, str | None], ...]) -> _Facts:
     a = {k: v or "" for k, v in attrs}
     href = a.get("href", "")
@@ -289,9 +291,7 @@ def _replay(parser: _TextParser, tokens: Sequence[_Token]) -> None:
         elif kind == "end":
             parser.handle_endtag(token[1])
         else:
-            parser._start(token[1], token[2])
-            if token[1] not in _VOID:
-                parser.handle_endtag(token[1])
+            parser._start_end(token[1], token[2])
 
 
 def html_to_text(html: str) -> str:
