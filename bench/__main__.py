@@ -237,7 +237,7 @@ def render_pipeline(data: dict[str, Any], facts: dict[str, str], command: str) -
         "acceptance by an aiosmtpd sink running in its own process. Workers are "
         "`bench.worker` processes: a `SimpleWorker` bound to the app, as `nurture worker` "
         "runs it (logging at WARNING, no RQ scheduler), idle on the queue, MJML already "
-        "compiled. The clock starts when `nurture.jobs.tick_job` is enqueued (as the cron "
+        "compiled. The clock starts when `nurture.worker.jobs.tick_job` is enqueued (as the cron "
         "scheduler does) and stops when the sink accepts the last message; a run is cut "
         f"short after {box:.0f}s and the rate is taken over what was accepted by then. After "
         "each run the database is checked against the sink: every touch sent or still "
@@ -296,7 +296,7 @@ def render_pipeline(data: dict[str, Any], facts: dict[str, str], command: str) -
 def has_mailbox_limits() -> bool:
     import importlib
 
-    return hasattr(importlib.import_module("nurture.sending"), "take_send")
+    return hasattr(importlib.import_module("nurture.outbound.sending"), "take_send")
 
 
 def breakdown_table(breakdowns: list[dict[str, Any]]) -> list[str]:

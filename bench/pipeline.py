@@ -4,7 +4,8 @@ Each nurture run gets a fresh database (a PostgreSQL schema, or a SQLite file) h
 contacts, each enrolled in a one-step campaign with no send window and a touch already due.
 ``workers`` worker processes (``bench.worker``: a SimpleWorker bound to the app, as
 ``nurture worker`` runs it) are started and left idle on the queue. The clock starts when
-``nurture.jobs.tick_job`` is enqueued, exactly what the worker's cron scheduler does; a worker
+``nurture.worker.jobs.tick_job`` is enqueued, exactly what the worker's cron scheduler does; a
+worker
 ticks, the send jobs it enqueues are worked, and the clock stops when the sink has accepted the
 ``n``-th message. Then the database is checked: every touch must be ``sent``.
 """
@@ -142,7 +143,7 @@ def run_nurture(database: str, workers: int, batch: int, n: int, sink: Sink,
                 load0 = os.getloadavg()[0]
                 started = time.monotonic()
                 tick = Queue(values["worker_queue"], connection=conn).enqueue(
-                    "nurture.jobs.tick_job", job_timeout=600)
+                    "nurture.worker.jobs.tick_job", job_timeout=600)
                 stats = sink.wait_for(n, timeout=time_box, alive=procs)
                 elapsed = time.monotonic() - started
                 services1, machine1 = _service_cpu(), machine_cpu()

@@ -26,9 +26,9 @@ def render_messages(values: dict, distinct: int) -> list:
     import tempfile
     from pathlib import Path
 
-    from nurture.delivery import Transport
     from nurture.engine import tick
-    from nurture.sending import deliver
+    from nurture.outbound.sending import deliver
+    from nurture.outbound.transport import Transport
 
     from .common import CAMPAIGN_ID, open_app, write_campaigns
     from .data import load_due
@@ -84,7 +84,7 @@ def main() -> None:
             smtp.send_message(messages[i % len(messages)])
         smtp.quit()
     elif mode == "nurture_transport":
-        from nurture.delivery import SmtpTransport
+        from nurture.outbound.transport import SmtpTransport
 
         started = time.monotonic()
         with SmtpTransport(f"smtp://127.0.0.1:{port}") as transport:

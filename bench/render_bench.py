@@ -34,7 +34,7 @@ from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 
-import nurture.render
+import nurture.outbound.render
 from bench.pixels import differing_pixels
 from bench.render_compare import (
     compilers,
@@ -45,8 +45,8 @@ from bench.render_compare import (
     screenshot,
     tokens,
 )
-from nurture.library import load_library
-from nurture.render import SLOT, Renderer, build_message, layout_file, sample_context
+from nurture.content.library import load_library
+from nurture.outbound.render import SLOT, Renderer, build_message, layout_file, sample_context
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATES = REPO / "templates"
@@ -106,7 +106,7 @@ def compose_email(renderer: Renderer, template: str, layout: str, ctx: dict[str,
 
 def compile_once_vs_per_send(emails: int) -> list[dict[str, Any]]:
     rows = []
-    shipped = nurture.render.mjml_to_html
+    shipped = nurture.outbound.render.mjml_to_html
     for template, layout in (("appreciation.mjml", "personal"), ("article-share.mjml", "card")):
         name = f"{template[:-5]}/{layout}"
         args = (template, layout, context(layout, name))
@@ -116,12 +116,12 @@ def compile_once_vs_per_send(emails: int) -> list[dict[str, Any]]:
         for key, compiler in (("mrml", shipped), ("python", python_mjml())):
             if compiler is None:
                 continue
-            nurture.render.mjml_to_html = compiler  # type: ignore[assignment]
+            nurture.outbound.render.mjml_to_html = compiler  # type: ignore[assignment]
             try:
                 row[key] = per_ms(lambda a=args: compose_email(Renderer(TEMPLATES), *a),
                                   max(5, emails // 10))
             finally:
-                nurture.render.mjml_to_html = shipped
+                nurture.outbound.render.mjml_to_html = shipped
         rows.append(row)
     return rows
 

@@ -23,7 +23,7 @@ from typing import Any
 from jinja2 import StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from nurture.mjml_html import COMMENTS, JINJA
+from nurture.outbound.mjml_html import COMMENTS, JINJA
 
 Compiler = Callable[[list[str], int], list[tuple[str, float]]]
 

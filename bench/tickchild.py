@@ -84,7 +84,7 @@ def main() -> None:
     if mode in ("rq", "inflight"):
         from redis import Redis
 
-        from nurture.jobs import RQDispatcher
+        from nurture.worker.jobs import RQDispatcher
 
         connection = Redis.from_url(config["settings"]["redis_url"])
         dispatcher: Any = Timing(RQDispatcher(app, connection))
@@ -163,8 +163,8 @@ def send_timing(app: Any, batches: list[list[int]], count: int) -> dict[str, Any
     """The send path on this database, with a transport that serializes and drops messages."""
     import email.policy
 
-    from nurture.delivery import Transport
-    from nurture.sending import deliver
+    from nurture.outbound.sending import deliver
+    from nurture.outbound.transport import Transport
 
     class Discard(Transport):
         name = "discard"

@@ -32,8 +32,8 @@ def main() -> None:
         from .whatif import apply
 
         apply(config.get("whatif", []))
-        from nurture import jobs
-        from nurture.render import sample_context
+        from nurture.outbound.render import sample_context
+        from nurture.worker import jobs
 
         from .common import open_app
 

@@ -18,12 +18,12 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from .campaigns import Campaign, load_campaigns
 from .clock import Clock, SystemClock
+from .content.campaigns import Campaign, load_campaigns
 from .db import Database, open_database
 from .errors import NotFound
 from .models import Campaign as CampaignRow
-from .render import Renderer
+from .outbound.render import Renderer
 from .settings import Settings, load_settings
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,7 @@ import contextlib
 import sqlite3
 import threading
 import time
-from collections import namedtuple
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Dialect, Engine, Executable, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -151,95 +150,6 @@ def upgrade(engine: Engine) -> bool:
         if sqlite:
             migrator.dispose()
     return True
-
-
-class Precompiled:
-    """A Core statement compiled once per dialect and run on the driver's own cursor.
-
-    The send path runs about eight statements per email, and SQLAlchemy's ``execute`` spends
-    more time around each (cache key, parameters, result object) than SQLite takes to run it:
-    ``python -m bench.statements`` measured 40 µs per statement against 17 µs this way on
-    SQLite (260 against 175 µs on PostgreSQL). It runs in the caller's transaction, on the
-    connection SQLAlchemy began it on, applies the column types' conversions both ways, and
-    raises SQLAlchemy's exceptions (a lost connection is invalidated, as ``execute`` would).
-    It refuses what ``execute`` would do for it: expanding ``IN`` lists (write ``or_``) and
-    Python-side column defaults (give every column a value).
-    """
-
-    def __init__(self, statement: Executable) -> None:
-        self.statement = statement
-        self._by_dialect: dict[str, _Plan] = {}
-
-    def rows(self, on: Session | Connection, params: Mapping[str, Any]) -> list[Any]:
-        """Run it; the rows it returns, as named tuples (none for a statement without any)."""
-        connection = on.connection() if isinstance(on, Session) else on
-        if not connection.in_transaction():
-            connection.begin()  # as ``execute`` would: the caller commits
-        plan = self._by_dialect.get(connection.dialect.name) or self._plan(connection.dialect)
-        values = plan.values(params)
-        cursor = None
-        try:
-            cursor = connection.connection.driver_connection.cursor()
-            cursor.execute(plan.sql, values)
-            fetched = cursor.fetchall() if plan.row is not None else []
-            cursor.close()
-        except Exception as exc:  # noqa: BLE001
-            # SQLAlchemy's own handler, as for exec_driver_sql: wraps the driver's error and
-            # invalidates a lost connection (private, but unchanged since 1.4).
-            connection._handle_dbapi_exception(exc, plan.sql, values, cursor, None)
-        if plan.row is None:
-            return []
-        convert = plan.converters
-        return [plan.row._make(f(v) if f else v for f, v in zip(convert, raw, strict=True))
-                for raw in fetched]
-
-    def first(self, on: Session | Connection, params: Mapping[str, Any]) -> Any | None:
-        found = self.rows(on, params)
-        return found[0] if found else None
-
-    def scalar(self, on: Session | Connection, params: Mapping[str, Any]) -> Any | None:
-        found = self.rows(on, params)
-        return found[0][0] if found else None
-
-    def _plan(self, dialect: Dialect) -> _Plan:
-        compiled = self.statement.compile(dialect=dialect)
-        if any(bind.expanding or bind.callable for bind in compiled.binds.values()):
-            raise ValueError(f"expanding IN and callable values are not supported: {compiled}")
-        defaulted = [*getattr(compiled, "insert_prefetch", ()),
-                     *getattr(compiled, "update_prefetch", ())]
-        if defaulted:  # computed by SQLAlchemy's execute, which this skips
-            raise ValueError(f"give {', '.join(c.name for c in defaulted)} a value: {compiled}")
-        by_name = {name: bind for bind, name in compiled.bind_names.items()}
-        names = list(compiled.positiontup or []) if dialect.positional else list(by_name)
-        binds = [by_name[name] for name in names]
-        getters = [(bind.key, bind.required, None if bind.required else bind.effective_value,
-                    bind.type.dialect_impl(dialect).bind_processor(dialect)) for bind in binds]
-        columns = list(getattr(self.statement, "exported_columns", ()))
-        row = None
-        if columns:
-            row = namedtuple("Row", [c.key for c in columns], rename=True)  # type: ignore[misc]
-        plan = _Plan(compiled.string, dialect.positional, names, getters, row,
-                     [c.type.dialect_impl(dialect).result_processor(dialect, None)
-                      for c in columns])
-        self._by_dialect[dialect.name] = plan
-        return plan
-
-
-@dataclass
-class _Plan:
-    sql: str
-    positional: bool
-    names: list[str]
-    getters: list[tuple[str, bool, Any, Any]]  # (key, required, default, bind processor)
-    row: Any  # a namedtuple class, or None
-    converters: list[Any]  # result processors
-
-    def values(self, params: Mapping[str, Any]) -> Any:
-        values = []
-        for key, required, default, process in self.getters:
-            value = params[key] if required else params.get(key, default)
-            values.append(process(value) if process is not None else value)
-        return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
 
 
 @dataclass

@@ -15,15 +15,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import bindparam, insert, or_, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .app import Nurture
-from .campaigns import ROUND_PREFIX, Campaign, Step, round_key, round_of
-from .contacts import find_contacts, normalize_email
-from .db import Precompiled
+from .content.campaigns import ROUND_PREFIX, Campaign, Step, round_key, round_of
 from .errors import NotFound, NurtureError
+from .intake.contacts import find_contacts, normalize_email
 from .models import (
     PENDING,
     Contact,
@@ -47,14 +46,14 @@ IN_SEQUENCE = or_(Touch.trigger_key == "", Touch.trigger_key.startswith(ROUND_PR
 
 
 class Dispatcher(Protocol):
-    """Where the tick hands work to: RQ in production (:mod:`nurture.jobs`)."""
+    """Where the tick hands work to: RQ in production (:mod:`nurture.worker.jobs`)."""
 
     def enqueue(self, job_id: str, touch_ids: list[int]) -> None: ...
 
     def lost(self, job_ids: Sequence[str], unleased: Collection[str] = ()) -> set[str]:
         """The ids among ``job_ids`` that will not run: missing from Redis, over, or taken by a
         worker that died before it began. A job in ``unleased`` never leased its rows (see
-        :func:`nurture.sending.deliver`), so if it counts as started it got stuck before it
+        :func:`nurture.outbound.sending.deliver`), so if it counts as started it got stuck before it
         could send anything."""
         ...
 
@@ -63,9 +62,9 @@ def log_event(session: Session, at: datetime, kind: str, *, contact_id: int | No
               enrollment_id: int | None = None, touch_id: int | None = None,
               **detail: Any) -> None:
     """Append to the event log, at once (Core: several events are written per email)."""
-    _EVENT.rows(session, {
-        "at": at, "kind": kind, "contact_id": contact_id, "enrollment_id": enrollment_id,
-        "touch_id": touch_id, "detail": json.dumps(detail, default=str, sort_keys=True)})
+    session.execute(insert(Event).values(
+        at=at, kind=kind, contact_id=contact_id, enrollment_id=enrollment_id, touch_id=touch_id,
+        detail=json.dumps(detail, default=str, sort_keys=True)))
 
 
 # Planning ---------------------------------------------------------------------------------
@@ -75,7 +74,8 @@ def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment_id
     """Plan ``step`` for an enrollment; returns the new touch's id, or None if that
     (enrollment, step, trigger) already exists (the unique key decides, and nothing fails).
 
-    ``trigger_key`` is the round for a sequence step (:func:`nurture.campaigns.round_key`) and
+    ``trigger_key`` is the round for a sequence step (:func:`nurture.content.campaigns.round_key`)
+    and
     the occasion for a triggered one (a thank-you), which ignores the step's wait: it goes out as
     soon as the window allows. The send window is read in the contact's time zone unless the
     window names its own.
@@ -83,10 +83,13 @@ def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment_id
     window = campaign.send_window
     zone = app.zone_for(contact_timezone, window.timezone if window else None)
     wait = step.wait if round_of(trigger_key) is not None else None
-    connection = session.connection()
-    return _PLAN[connection.dialect.name].scalar(connection, {
-        "enrollment_id": enrollment_id, "step_id": step.id, "trigger_key": trigger_key,
-        "due_at": due_at(after, wait, window, zone), "created_at": app.now()})
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return session.scalar(
+        dialect.insert(Touch).values(
+            enrollment_id=enrollment_id, step_id=step.id, trigger_key=trigger_key,
+            due_at=due_at(after, wait, window, zone), created_at=app.now(),
+            state=TouchState.SCHEDULED, attempts=0)
+        .on_conflict_do_nothing().returning(Touch.id))
 
 
 class TouchKey(Protocol):
@@ -100,47 +103,29 @@ class TouchKey(Protocol):
 def advance(app: Nurture, session: Session, touch: TouchKey, sent_at: datetime) -> int | None:
     """After a sequence step went out (or was skipped), plan the next one, or complete the
     enrollment; returns the planned touch's id. A repeating campaign never completes: its last
-    step is followed by the next round's first (:meth:`nurture.campaigns.Campaign.following`).
+    step is followed by the next round's first
+    (:meth:`nurture.content.campaigns.Campaign.following`).
 
     The enrollment is read under a row lock, so a stop committed meanwhile is seen and kept.
     """
-    (enrollment,) = _ADVANCING.rows(session, {"b_enrollment": touch.enrollment_id})
+    enrollment = session.execute(
+        select(Enrollment.state, Enrollment.campaign_id, Enrollment.contact_id, Contact.timezone)
+        .join(Enrollment.contact).where(Enrollment.id == touch.enrollment_id)
+        .with_for_update(of=Enrollment)).one()
     campaign = app.campaigns.get(enrollment.campaign_id)
     round_ = round_of(touch.trigger_key)
     if round_ is None or campaign is None or enrollment.state != EnrollmentState.ACTIVE:
         return None
     following = campaign.following(touch.step_id, round_)
     if following is None:
-        _COMPLETE.rows(session, {"b_enrollment": touch.enrollment_id, "b_at": sent_at})
-        loaded = session.identity_map.get(session.identity_key(Enrollment, touch.enrollment_id))
-        if loaded is not None:
-            session.expire(loaded, ["state", "ended_at"])
+        session.execute(update(Enrollment).where(Enrollment.id == touch.enrollment_id)
+                        .values(state=EnrollmentState.COMPLETED, ended_at=sent_at))
         log_event(session, sent_at, "enrollment_completed", contact_id=enrollment.contact_id,
                   enrollment_id=touch.enrollment_id, campaign=campaign.id)
         return None
     step, round_ = following
     return plan_touch(app, session, campaign, touch.enrollment_id, enrollment.timezone, step,
                       sent_at, round_key(round_))
-
-
-# Statements run for every email, compiled once and run on the driver's cursor
-# (:class:`nurture.db.Precompiled`): building an ORM statement and flushing objects, or even
-# SQLAlchemy's ``execute``, cost more than running the SQL.
-_EVENT = Precompiled(insert(Event).values(
-    {name: bindparam(name) for name in ("at", "kind", "contact_id", "enrollment_id", "touch_id",
-                                        "detail")}))
-_PLAN = {dialect.__name__.rsplit(".", 1)[-1]: Precompiled(
-    dialect.insert(Touch).values(
-        {**{name: bindparam(name) for name in ("enrollment_id", "step_id", "trigger_key",
-                                               "due_at", "created_at")},
-         "state": TouchState.SCHEDULED, "attempts": 0})
-    .on_conflict_do_nothing().returning(Touch.id)) for dialect in (postgresql, sqlite)}
-_ADVANCING = Precompiled(
-    select(Enrollment.state, Enrollment.campaign_id, Enrollment.contact_id, Contact.timezone)
-    .join(Enrollment.contact).where(Enrollment.id == bindparam("b_enrollment"))
-    .with_for_update(of=Enrollment))
-_COMPLETE = Precompiled(update(Enrollment).where(Enrollment.id == bindparam("b_enrollment"))
-                        .values(state=EnrollmentState.COMPLETED, ended_at=bindparam("b_at")))
 
 
 # Enrolling ----------------------------------------------------------------------------------
@@ -213,7 +198,8 @@ def pause_campaign(app: Nurture, campaign_id: str, paused: bool = True) -> bool:
     """Pause (or resume) a whole campaign: nothing of it is sent meanwhile, and nothing is lost.
 
     Its touches stay planned; the tick leaves them alone and a send already queued puts its
-    touch back (see :mod:`nurture.sending`). On resume, whatever came due meanwhile goes out at
+    touch back (see :mod:`nurture.outbound.sending`). On resume, whatever came due meanwhile goes
+    out at
     the next tick, within the send window and the mailbox's limits. Returns whether anything
     changed.
     """
@@ -319,21 +305,33 @@ def tick(app: Nurture, dispatcher: Dispatcher) -> TickReport:
 
 
 def recover_expired_claims(app: Nurture, now: datetime) -> int:
-    """A claim whose lease ran out means a worker died mid-send: mark it ``uncertain``.
+    """Claims whose lease ran out: their worker died. Returns how many became ``uncertain``.
 
-    The message may or may not have reached the SMTP server, so it is neither resent nor
-    dropped: ``nurture status`` lists it and ``nurture resolve`` settles it.
+    A row still ``sending`` never reached the mail server (the worker marks it
+    ``transmitting`` first, see :mod:`nurture.outbound.sending`), so it is planned again, its
+    attempt counted, and failed once it has had its attempts. A row ``transmitting`` may have
+    been delivered, so it is neither resent nor dropped: it becomes ``uncertain``, which
+    ``nurture status`` lists and ``nurture resolve`` settles.
     """
+    limit = app.settings.worker_max_attempts
+    expired = (update(Touch).where(Touch.lease_until < now)
+               .values(job_id=None, lease_until=None).returning(Touch.id, Touch.enrollment_id))
     with app.db.transaction() as session:
-        rows = session.execute(
-            update(Touch).where(Touch.state == TouchState.SENDING, Touch.lease_until < now)
-            .values(state=TouchState.UNCERTAIN,
-                    reason="the worker stopped after claiming it; it may have been sent")
-            .returning(Touch.id, Touch.enrollment_id)).all()
-        for touch_id, enrollment_id in rows:
-            log_event(session, now, "touch_uncertain", touch_id=touch_id,
-                      enrollment_id=enrollment_id)
-    return len(rows)
+        again = session.execute(expired.where(
+            Touch.state == TouchState.SENDING, Touch.attempts < limit).values(
+            state=TouchState.SCHEDULED,
+            reason="the worker stopped before sending it; it is sent again")).all()
+        gave_up = session.execute(expired.where(Touch.state == TouchState.SENDING).values(
+            state=TouchState.FAILED, reason=f"gave up after {limit} attempts")).all()
+        uncertain = session.execute(expired.where(Touch.state == TouchState.TRANSMITTING).values(
+            state=TouchState.UNCERTAIN,
+            reason="the worker stopped while handing it to the mail server; "
+                   "it may have been sent")).all()
+        for kind, rows in (("touch_requeued", again), ("touch_failed", gave_up),
+                           ("touch_uncertain", uncertain)):
+            for touch_id, enrollment_id in rows:
+                log_event(session, now, kind, touch_id=touch_id, enrollment_id=enrollment_id)
+    return len(uncertain)
 
 
 def _requeue_lost(app: Nurture, dispatcher: Dispatcher, now: datetime,
@@ -344,7 +342,8 @@ def _requeue_lost(app: Nurture, dispatcher: Dispatcher, now: datetime,
     with app.db.transaction() as session:
         jobs = session.execute(select(Touch.job_id, Touch.lease_until.is_(None)).distinct().where(
             Touch.state == TouchState.QUEUED, Touch.queued_at < now - grace)).all()
-        # A job that started keeps a lease on its rows (nurture.sending.deliver leases them as
+        # A job that started keeps a lease on its rows (nurture.outbound.sending.deliver leases
+        # them as
         # it begins): once it runs out, its worker is gone, whatever Redis says about the job.
         expired = set(session.scalars(select(Touch.job_id).distinct().where(
             Touch.state == TouchState.QUEUED, Touch.lease_until < now)).all())

@@ -13,7 +13,6 @@ from sqlalchemy import bindparam, case, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from .db import Precompiled
 from .models import Mailbox
 from .settings import Settings
 
@@ -29,14 +28,14 @@ def take_send(settings: Settings, session: Session, now: datetime) -> datetime |
     spacing = timedelta(seconds=settings.limits_spacing)
     values = {"b_address": address, "today": today, "per_day": settings.limits_per_day,
               "now": now, "cutoff": now - spacing}
-    counted = _TAKE.scalar(session, values)  # the row almost always exists
+    counted = session.scalar(_TAKE, values)  # the row almost always exists
     if counted is None and session.get(Mailbox, address) is None:
         try:
             with session.begin_nested():
                 session.add(Mailbox(address=address, day=today, sent_today=0))
         except IntegrityError:
             pass  # another worker created it first
-        counted = _TAKE.scalar(session, values)
+        counted = session.scalar(_TAKE, values)
     if counted is not None:
         return None
     mailbox = session.get_one(Mailbox, address, populate_existing=True)
@@ -47,8 +46,7 @@ def take_send(settings: Settings, session: Session, now: datetime) -> datetime |
     return mailbox.last_sent_at + spacing
 
 
-# Compiled once: it runs for every email (see nurture.db.Precompiled).
-_TAKE = Precompiled(
+_TAKE = (
     update(Mailbox)
     .where(Mailbox.address == bindparam("b_address"),
            or_(Mailbox.day != bindparam("today"), Mailbox.sent_today < bindparam("per_day")),

@@ -77,12 +77,13 @@ class EnrollmentState(enum.StrEnum):
 class TouchState(enum.StrEnum):
     SCHEDULED = "scheduled"  # planned, waiting for due_at
     QUEUED = "queued"  # handed to RQ as part of job_id
-    SENDING = "sending"  # claimed by a worker until lease_until
+    SENDING = "sending"  # claimed by a worker until lease_until; nothing delivered yet
+    TRANSMITTING = "transmitting"  # being handed to the server: from here it may be delivered
     SENT = "sent"
     CANCELLED = "cancelled"  # its enrollment stopped before it was due
     SKIPPED = "skipped"  # re-check at send time said no; see reason
     FAILED = "failed"  # gave up; see last_error
-    UNCERTAIN = "uncertain"  # a worker died after claiming it: maybe sent, never resent blindly
+    UNCERTAIN = "uncertain"  # a worker died while transmitting it: maybe sent, never resent blindly
 
 
 PENDING = (TouchState.SCHEDULED, TouchState.QUEUED)
@@ -243,7 +244,7 @@ class WebhookDelivery(Base):
 
     Unique per (endpoint, Idempotency-Key): a repeat with the same body gets ``response`` again
     and changes nothing; a repeat with another body is refused. Kept for
-    :data:`nurture.webhooks.IDEMPOTENCY_RETENTION`, then pruned.
+    :data:`nurture.web.webhooks.IDEMPOTENCY_RETENTION`, then pruned.
     """
 
     __tablename__ = "webhook_deliveries"
@@ -286,7 +287,7 @@ class ContentSent(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"),
                                             index=True)
-    item_id: Mapped[str] = mapped_column(String(100))  # nurture.library.Item.id
+    item_id: Mapped[str] = mapped_column(String(100))  # nurture.content.library.Item.id
     kind: Mapped[str] = mapped_column(String(20))  # article, book
     touch_id: Mapped[int | None] = mapped_column(ForeignKey("touches.id", ondelete="SET NULL"),
                                                  index=True)
@@ -326,7 +327,7 @@ class ContactAlias(Base):
 class InboxCheckpoint(Base):
     """How far reading a mailbox folder got: every UID up to ``last_uid`` under ``uidvalidity``
     has been processed. A new UIDVALIDITY means the server renumbered the folder (see
-    :mod:`nurture.mailbox`)."""
+    :mod:`nurture.inbound.imap`)."""
 
     __tablename__ = "inbox_checkpoints"
 
@@ -348,8 +349,8 @@ class InboxMessage(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     key: Mapped[str] = mapped_column(String(250), unique=True)
-    kind: Mapped[str] = mapped_column(String(20))  # nurture.classify.KINDS, or "own"
-    action: Mapped[str] = mapped_column(String(20), index=True)  # nurture.inbox.ACTIONS
+    kind: Mapped[str] = mapped_column(String(20))  # nurture.inbound.classify.KINDS, or "own"
+    action: Mapped[str] = mapped_column(String(20), index=True)  # nurture.inbound.inbox.ACTIONS
     sender: Mapped[str | None] = mapped_column(String(320))
     contact_id: Mapped[int | None] = mapped_column(
         ForeignKey("contacts.id", ondelete="SET NULL"), index=True)

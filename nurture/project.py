@@ -14,10 +14,10 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .campaigns import Campaign, Step, load_campaigns
+from .content.campaigns import Campaign, Step, load_campaigns
+from .content.library import Item, Library, LibraryError, load_library
 from .errors import CampaignError, Problem
-from .library import Item, Library, LibraryError, load_library
-from .render import Renderer, sample_context
+from .outbound.render import Renderer, sample_context
 from .settings import CONFIG_FILE, Settings
 
 SKELETON = Path(__file__).parent / "skeleton"

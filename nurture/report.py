@@ -33,7 +33,7 @@ class Status:
     last: list[TouchLine] = field(default_factory=list)
     attention: list[TouchLine] = field(default_factory=list)
     skipped: list[TouchLine] = field(default_factory=list)  # latest first, with the reason
-    inbox: dict[str, int] = field(default_factory=dict)  # kind (nurture.classify.KINDS) → n
+    inbox: dict[str, int] = field(default_factory=dict)  # kind (nurture.inbound.classify.KINDS) → n
     inbox_unmatched: int = 0  # bounces, replies... that matched no contact: left alone
     # Contacts added by a referral from an unknown address (or imported with no name and no
     # organization): the first ``limit`` addresses, and how many there are.

@@ -2,7 +2,7 @@
 
 Precedence, highest first: a CLI option, ``nurture.toml``, a ``NURTURE_*`` environment variable,
 the embedded default. The embedded defaults run the whole loop on a fresh machine: a SQLite file,
-an embedded Redis (see :mod:`nurture.redis_server`) and mail written to ``./outbox/``.
+an embedded Redis (see :mod:`nurture.worker.redis_server`) and mail written to ``./outbox/``.
 
 In ``nurture.toml`` a setting lives in a section named after its first word, so ``sender_name`` is
 ``[sender] name = …`` and its environment variable is ``NURTURE_SENDER_NAME``.

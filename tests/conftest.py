@@ -99,7 +99,7 @@ def redis_server_url() -> Iterator[str]:
         yield worker_redis_url(url, os.environ.get("PYTEST_XDIST_WORKER"),
                                int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
         return
-    from nurture.redis_server import EmbeddedRedis
+    from nurture.worker.redis_server import EmbeddedRedis
 
     state = Path(tempfile.mkdtemp(prefix="nr-test-"))
     server = EmbeddedRedis(state)

@@ -16,8 +16,8 @@ from typing import Any, cast
 from sqlalchemy import func, select
 
 from nurture.app import Nurture
-from nurture.contacts import import_contacts
 from nurture.engine import enroll, tick
+from nurture.intake.contacts import import_contacts
 from nurture.models import Contact, Enrollment, Touch
 
 CONTACTS = """email,first_name,last_name,organization,role,tags,timezone

@@ -27,10 +27,10 @@ from typing import Any, cast
 import pytest
 
 from nurture.app import Nurture
-from nurture.delivery import OutboxTransport
 from nurture.models import Event
-from nurture.sending import deliver
-from nurture.unsubscribe import make_token
+from nurture.outbound.sending import deliver
+from nurture.outbound.transport import OutboxTransport
+from nurture.outbound.unsubscribe import make_token
 from tests.seeding import LEE, SAM, contact, queue_due, rows, seed_outreach, touches
 from tests.servers import live_server
 

@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from nurture.campaigns import Campaign, load_campaign_file, load_campaigns, round_key, round_of
+from nurture.content.campaigns import (
+    Campaign,
+    load_campaign_file,
+    load_campaigns,
+    round_key,
+    round_of,
+)
 from nurture.errors import CampaignError, Problem
 from nurture.schedule import SendWindow, Wait
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nurture.autoreplies import read_return_date
-from nurture.bounces import judge
-from nurture.classify import KINDS, Classification, classify, reply_text
 from nurture.cli.inbox import inbox
+from nurture.inbound.autoreplies import read_return_date
+from nurture.inbound.bounces import judge
+from nurture.inbound.classify import KINDS, Classification, classify, reply_text
 
 SAMPLES = Path(__file__).parent / "mail-samples"
 SISIMAI = SAMPLES / "sisimai"
@@ -266,7 +266,7 @@ def test_unreadable_input_is_other_and_never_raises(raw: bytes) -> None:
 
 def test_truncated_and_corrupted_samples_raise_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """classify() turns any exception into "other"; none should reach that guard."""
-    import nurture.classify as module
+    import nurture.inbound.classify as module
 
     raised: list[str] = []
     decide = module._decide
@@ -380,7 +380,7 @@ def test_matched_message_id_is_ours_only_with_the_right_secret(tmp_path: Path) -
     """A reply citing one of our Message-IDs names it; a forged or foreign one is not ours."""
     from functools import partial
 
-    from nurture.render import is_our_message_id, make_message_id
+    from nurture.outbound.render import is_our_message_id, make_message_id
 
     ours = make_message_id(42, "hello", "", "s3cret", "riverapt.example")
     forged = ours.replace(ours.split("@")[0].rsplit(".", 1)[1], "0" * 12)

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from nurture import contacts
 from nurture.clock import FakeClock
-from nurture.contacts import (
+from nurture.db import Database
+from nurture.errors import ContactsError
+from nurture.intake import contacts
+from nurture.intake.contacts import (
     ImportResult,
     contact_view,
     find_contacts,
@@ -22,8 +24,6 @@ from nurture.contacts import (
     import_contacts,
     normalize_email,
 )
-from nurture.db import Database
-from nurture.errors import ContactsError
 from nurture.models import Contact, ContactStatus, Event
 
 SAMPLE = Path(__file__).parent.parent / "nurture" / "skeleton" / "contacts.csv"

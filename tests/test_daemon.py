@@ -7,9 +7,9 @@ import sys
 
 from rq.utils import resolve_function_reference
 
-from nurture.jobs import tick_job
-from nurture.mailbox import inbox_job
-from nurture.schedulers import INBOX_JOB, TICK_JOB, by_name
+from nurture.inbound.imap import inbox_job
+from nurture.worker.jobs import tick_job
+from nurture.worker.schedulers import INBOX_JOB, TICK_JOB, by_name
 
 
 def test_the_cron_jobs_are_enqueued_under_the_names_of_the_real_functions() -> None:
@@ -18,9 +18,9 @@ def test_the_cron_jobs_are_enqueued_under_the_names_of_the_real_functions() -> N
 
 
 def test_a_scheduler_child_imports_neither_the_database_nor_the_jobs() -> None:
-    code = ("import sys, nurture.schedulers; "
+    code = ("import sys, nurture.worker.schedulers; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('sqlalchemy', 'alembic', 'pydantic', 'jinja2') or m == 'nurture.jobs'))")
+            "('sqlalchemy', 'alembic', 'pydantic', 'jinja2') or m == 'nurture.worker.jobs'))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"

@@ -10,11 +10,11 @@ import time
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
-from pathlib import Path
 
 import pytest
 
-from nurture.delivery import (
+from nurture.errors import NurtureError
+from nurture.outbound.transport import (
     DeliveryError,
     OutboxTransport,
     PermanentDeliveryError,
@@ -25,7 +25,7 @@ from nurture.delivery import (
     classify_smtp_error,
     open_transport,
 )
-from nurture.errors import NurtureError
+from nurture.settings import Settings
 from tests.smtp_sink import SmtpSink, free_port
 
 
@@ -178,73 +178,45 @@ def test_recipient_refusals_are_classified(sink, code, text, error_class, kind):
     assert sink.connections == 1
 
 
-def test_work_while_waiting_runs_once_a_message_has_gone(sink):
-    """The caller's work runs while the server considers a message: once per message, only
-    after its data went (not for a refused recipient), and a failure in it changes nothing."""
-    calls = []
-    sink.reject["refused@clinic.example"] = (550, "5.1.1 no such user")
-    with SmtpTransport(sink.url, timeout=5) as transport:
-        transport.while_waiting = lambda: calls.append("work")
-        transport.send(make_message(n=1))
-        with pytest.raises(PermanentDeliveryError):
-            transport.send(make_message(to="refused@clinic.example", n=2))
-
-        def broken() -> None:
-            calls.append("broken")
-            raise RuntimeError("a bug in the caller's work")
-
-        transport.while_waiting = broken
-        transport.send(make_message(n=3))  # no error: it went, and the server said so
-    assert calls == ["work", "broken"]
-    assert [m["Message-ID"] for m in sink.wait_for(2)] == [
-        "<touch-1.enrollment-7@practice.example>", "<touch-3.enrollment-7@practice.example>"]
-
-
-def test_an_announced_message_goes_once_its_mail_from_answered_ahead(sink):
-    """announce() sends MAIL FROM and leaves the answer for send() to read: the server then
-    gets each message once, with its own envelope, over one connection."""
-    with SmtpTransport(sink.url, timeout=5) as transport:
-        transport.announce(make_message(n=1))  # no connection yet: nothing to do
-        transport.send(make_message(n=1))
-        for n in range(2, 5):
-            transport.announce(make_message(to=f"dr{n}@clinic.example", n=n))
-            assert transport._smtp is not None and transport._smtp.announced is not None
-            transport.send(make_message(to=f"dr{n}@clinic.example", n=n))
-    assert [m["Message-ID"] for m in sink.wait_for(4)] == [
-        f"<touch-{n}.enrollment-7@practice.example>" for n in range(1, 5)]
-    assert [rcpt for _, rcpt in sink.envelopes] == [
-        ["dr.ada@clinic.example"], *[[f"dr{n}@clinic.example"] for n in range(2, 5)]]
-    assert sink.connections == 1
-    assert sink.mail_commands == 4  # the announced MAIL FROM was the one used
-
-
-def test_an_announcement_is_withdrawn_when_another_message_or_none_follows(sink):
-    """The row announced may not be claimed after all: then another message goes (after an
-    RSET), or the connection closes, and the announced one never arrives."""
+def test_a_staged_message_arrives_only_once_committed(sink):
+    """stage() hands the server everything but the closing dot: a message aborted there (as a
+    worker killed before committing leaves it) is never delivered, and the next one goes out
+    on a fresh connection."""
     transport = SmtpTransport(sink.url, timeout=5)
-    transport.send(make_message(n=1))
-    transport.announce(make_message(to="skipped@clinic.example", n=2))
+    transport.stage(make_message(n=1)).abort()
+    staged = transport.stage(make_message(n=2))
+    staged.commit()
+    staged.abort()  # too late to take back: nothing happens
     transport.send(make_message(n=3))
-    transport.announce(make_message(to="skipped@clinic.example", n=4))
     transport.close()
-    transport.send(make_message(n=5))  # still usable
-    transport.close()
-    time.sleep(0.1)
-    assert [m["Message-ID"] for m in sink.messages] == [
-        f"<touch-{n}.enrollment-7@practice.example>" for n in (1, 3, 5)]
-    assert all(rcpt == ["dr.ada@clinic.example"] for _, rcpt in sink.envelopes)
-    assert sink.mail_commands == 5  # the two withdrawn ones too
-
-
-def test_an_announcement_on_a_connection_that_died_is_sent_once_on_a_new_one(sink):
-    with SmtpTransport(sink.url, timeout=5) as transport:
-        transport.send(make_message(n=1))
-        sink.restart()  # the open connection is cut while the caller records the first
-        transport.announce(make_message(n=2))
-        transport.send(make_message(n=2))
     assert [m["Message-ID"] for m in sink.wait_for(2)] == [
-        f"<touch-{n}.enrollment-7@practice.example>" for n in (1, 2)]
-    assert sink.connections == 2
+        f"<touch-{n}.enrollment-7@practice.example>" for n in (2, 3)]
+    assert sink.mail_commands == 3
+    assert sink.connections == 2  # the abort dropped the first one
+
+
+def test_a_staged_message_keeps_its_dots_and_line_ends(sink):
+    """The data goes as RFC 5321 wants it: a leading dot doubled, every line ending in CRLF,
+    and the server gets back exactly the message."""
+    message = make_message(n=1)
+    with SmtpTransport(sink.url, timeout=5) as transport:
+        transport.send(message)
+    (received,) = sink.wait_for(1)
+    content = received.get_content()
+    assert content.replace("\r\n", "\n") == message.get_content()
+    assert "\r\n.\r\nA line with a leading dot.\r\n" in content
+
+
+def test_an_outbox_message_appears_only_once_committed(tmp_path):
+    """The outbox stages a hidden temporary file: nothing to read until the commit renames it,
+    and an aborted one leaves nothing behind."""
+    outbox = OutboxTransport(tmp_path / "outbox")
+    outbox.stage(make_message(n=1)).abort()
+    staged = outbox.stage(make_message(n=2))
+    assert list((tmp_path / "outbox").glob("*.eml")) == []
+    staged.commit()
+    assert sorted(p.name for p in (tmp_path / "outbox").iterdir()) == [
+        "touch-2.enrollment-7@practice.example.eml"]
 
 
 @pytest.mark.parametrize("reused", [False, True], ids=["fresh", "reused"])
@@ -315,7 +287,7 @@ def test_credentials_are_url_decoded():
 
 @pytest.mark.parametrize("password", ["hunter2", "p%40ss", "s3cr%2Ft"])
 def test_name_and_repr_never_contain_the_password(password):
-    transport = open_transport(f"smtps://owner:{password}@mail.example.org", Path("unused"))
+    transport = open_transport(Settings(smtp_url=f"smtps://owner:{password}@mail.example.org"))
     decoded = password.replace("%40", "@").replace("%2F", "/")
     for shown in (transport.name, repr(transport), str(vars(transport).get("name"))):
         assert password not in shown and decoded not in shown
@@ -341,12 +313,14 @@ def test_bad_urls_are_refused_without_quoting_them(url):
 
 
 def test_open_transport_picks_outbox_without_a_url(tmp_path):
-    assert isinstance(open_transport(None, tmp_path), OutboxTransport)
-    assert isinstance(open_transport("", tmp_path), OutboxTransport)
-    assert isinstance(open_transport("  ", tmp_path), OutboxTransport)
-    assert isinstance(open_transport("smtp://localhost:2525", tmp_path), SmtpTransport)
-    assert open_transport("smtp://localhost:2525", tmp_path, timeout=7).timeout == 7  # type: ignore[attr-defined]
-    assert open_transport(None, tmp_path).name == f"outbox folder {tmp_path}"
+    def opened(**settings: object) -> object:
+        return open_transport(Settings(project_dir=tmp_path, **settings))  # type: ignore[arg-type]
+
+    assert isinstance(opened(), OutboxTransport)
+    assert isinstance(opened(smtp_url="  "), OutboxTransport)
+    assert isinstance(opened(smtp_url="smtp://localhost:2525"), SmtpTransport)
+    assert opened(smtp_url="smtp://localhost:2525", smtp_timeout=7).timeout == 7  # type: ignore[attr-defined]
+    assert opened(smtp_outbox="sent").name == f"outbox folder {tmp_path / 'sent'}"
 
 
 # --- classification ----------------------------------------------------------------------------

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 import pytest
 
-from nurture.campaigns import load_campaigns
 from nurture.cli import main
+from nurture.content.campaigns import load_campaigns
 from nurture.settings import Settings
 from tests.conftest import REPO
 

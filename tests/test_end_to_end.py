@@ -17,15 +17,15 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
-from nurture import jobs
 from nurture.app import Nurture
 from nurture.clock import FakeClock
-from nurture.contacts import import_contacts
 from nurture.engine import enroll, tick
-from nurture.inbox import record_reply
+from nurture.inbound.inbox import record_reply
+from nurture.intake.contacts import import_contacts
+from nurture.intake.referrals import add_referral
 from nurture.models import Enrollment, Touch
-from nurture.referrals import add_referral
 from nurture.report import status
+from nurture.worker import jobs
 from tests.conftest import make_settings
 
 CSV = """email,first_name,last_name,organization,role,tags,interests,timezone

@@ -22,22 +22,23 @@ from rq import Queue, SimpleWorker
 from rq.job import Job
 from sqlalchemy import select, update
 
-from nurture import engine, jobs
+from nurture import engine
 from nurture.app import Nurture
 from nurture.clock import FakeClock
-from nurture.contacts import import_contacts
+from nurture.content.library import load_library
 from nurture.db import current_revision, head_revision, make_engine, open_database, upgrade
-from nurture.delivery import UncertainDeliveryError, open_transport
 from nurture.engine import enroll, pause_contact, resolve_touch, tick
 from nurture.errors import NurtureError
-from nurture.inbox import record_reply
-from nurture.library import load_library
+from nurture.inbound.inbox import record_reply
+from nurture.intake.contacts import import_contacts
+from nurture.intake.referrals import add_referral
 from nurture.models import Contact, Enrollment, Event, Touch, TouchState
-from nurture.referrals import add_referral
-from nurture.render import make_message_id
+from nurture.outbound.render import make_message_id
+from nurture.outbound.sending import DeliveryReport, deliver
+from nurture.outbound.transport import UncertainDeliveryError, open_transport
+from nurture.outbound.unsubscribe import unsubscribe
 from nurture.report import status
-from nurture.sending import DeliveryReport, deliver
-from nurture.unsubscribe import unsubscribe
+from nurture.worker import jobs
 from tests.conftest import REPO, make_settings
 from tests.smtp_sink import free_port
 from tests.test_library import Collect
@@ -92,7 +93,7 @@ def send_due(app: Nurture, dispatcher: RecordingDispatcher | None = None) -> Del
     dispatcher = dispatcher if dispatcher is not None else RecordingDispatcher()
     before = set(dispatcher.jobs)
     tick(app, dispatcher)
-    with open_transport(app.settings.smtp_url, app.settings.outbox_dir) as transport:
+    with open_transport(app.settings) as transport:
         return merge([deliver(app, ids, transport)
                       for job_id, ids in dispatcher.jobs.items() if job_id not in before])
 
@@ -577,16 +578,17 @@ def test_unsubscribe_cancels_everything_including_a_queued_thank_you(
     reasons = sorted((e["campaign"], e["reason"]) for e in events(app, "enrollment_stopped"))
     assert reasons == [("care", "unsubscribe"), ("outreach", "referral"),
                        ("quiet", "unsubscribe")]
-    with open_transport(app.settings.smtp_url, app.settings.outbox_dir) as transport:
+    with open_transport(app.settings) as transport:
         report = deliver(app, dispatcher.touch_ids, transport)
     assert report.sent == [] and sorted(report.skipped) == sorted(dispatcher.touch_ids)
     assert smtp_sink.messages == []
 
 
 # Expired lease → uncertain --------------------------------------------------------------------
-def test_expired_claim_becomes_uncertain_is_reported_and_never_resent(
+def test_expired_transmission_becomes_uncertain_is_reported_and_never_resent(
         project: Nurture, clock: FakeClock, smtp_sink: Any) -> None:
-    """A worker that died holding a claim leaves an `uncertain` row: reported, never resent."""
+    """A worker that died while handing an email to the server leaves an `uncertain` row:
+    reported, never resent."""
     add_contact(project, "a@clinic.example")
     enroll(project, "referral-outreach")
     dispatcher = RecordingDispatcher()
@@ -595,11 +597,11 @@ def test_expired_claim_becomes_uncertain_is_reported_and_never_resent(
     lease = timedelta(seconds=project.settings.worker_lease_seconds)
     with project.db.transaction() as session:  # what a worker killed mid-send leaves behind
         session.execute(update(Touch).where(Touch.id == touch_id).values(
-            state=TouchState.SENDING, claimed_at=clock.now(), lease_until=clock.now() + lease,
-            attempts=1))
+            state=TouchState.TRANSMITTING, claimed_at=clock.now(),
+            lease_until=clock.now() + lease, attempts=1))
     clock.advance(lease - timedelta(seconds=1))
     assert tick(project, dispatcher).uncertain == 0  # the lease still holds
-    assert one_touch(project, touch_id).state == "sending"
+    assert one_touch(project, touch_id).state == "transmitting"
     clock.advance(seconds=2)
     report = tick(project, dispatcher)
     assert (report.uncertain, report.enqueued) == (1, 0)
@@ -611,10 +613,36 @@ def test_expired_claim_becomes_uncertain_is_reported_and_never_resent(
     for _ in range(3):  # ticks and re-run jobs leave it alone
         clock.advance(hours=1)
         tick(project, dispatcher)
-        with open_transport(project.settings.smtp_url, project.settings.outbox_dir) as transport:
+        with open_transport(project.settings) as transport:
             assert deliver(project, [touch_id], transport).skipped == [touch_id]
     assert dispatcher.touch_ids == [touch_id]
     assert one_touch(project, touch_id).state == "uncertain"
+    assert smtp_sink.messages == []
+
+
+def test_expired_claim_never_transmitted_is_sent_again_until_its_attempts_run_out(
+        project: Nurture, clock: FakeClock, smtp_sink: Any) -> None:
+    """A worker that died after claiming an email but before handing it over reached nobody:
+    the row is planned again once the lease runs out, its attempt counted, and fails after
+    the last attempt rather than loop for ever."""
+    add_contact(project, "a@clinic.example")
+    enroll(project, "referral-outreach")
+    dispatcher = RecordingDispatcher()
+    tick(project, dispatcher)
+    (touch_id,) = dispatcher.touch_ids
+    lease = timedelta(seconds=project.settings.worker_lease_seconds)
+    limit = project.settings.worker_max_attempts
+    for attempt in range(1, limit + 1):
+        with project.db.transaction() as session:  # a worker killed between claim and send
+            session.execute(update(Touch).where(Touch.id == touch_id).values(
+                state=TouchState.SENDING, claimed_at=clock.now(),
+                lease_until=clock.now() + lease, attempts=attempt))
+        clock.advance(lease + timedelta(seconds=1))
+        report = tick(project, dispatcher)
+        assert report.uncertain == 0
+        assert one_touch(project, touch_id).state == ("queued" if attempt < limit else "failed")
+    assert len(_touch_events(project, "touch_requeued")) == limit - 1
+    assert [e["touch_id"] for e in _touch_events(project, "touch_failed")] == [touch_id]
     assert smtp_sink.messages == []
 
 

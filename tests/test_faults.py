@@ -23,11 +23,11 @@ from typing import Any
 
 import pytest
 
-from nurture.inbox import record_reply
+from nurture.inbound.inbox import record_reply
+from nurture.intake.referrals import add_referral
 from nurture.models import ContactStatus, TouchState
-from nurture.referrals import add_referral
+from nurture.outbound.unsubscribe import unsubscribe
 from nurture.report import status
-from nurture.unsubscribe import unsubscribe
 from tests.faults.harness import (
     NOT_YET,
     ONE_STEP,

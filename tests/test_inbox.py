@@ -20,21 +20,20 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from nurture.app import Nurture
-from nurture.classify import classify
 from nurture.cli.context import Context
 from nurture.cli.project import status as status_command
 from nurture.clock import FakeClock
-from nurture.contacts import import_contacts
-from nurture.delivery import OutboxTransport
 from nurture.engine import enroll
 from nurture.errors import ContactsError
-from nurture.inbox import (
+from nurture.inbound.classify import classify
+from nurture.inbound.inbox import (
     InboxConfig,
     is_free_mail,
     process_message,
     record_reply,
     send_notifications,
 )
+from nurture.intake.contacts import import_contacts
 from nurture.models import (
     Contact,
     ContactAlias,
@@ -46,8 +45,9 @@ from nurture.models import (
     Touch,
     TouchState,
 )
+from nurture.outbound.sending import deliver
+from nurture.outbound.transport import OutboxTransport
 from nurture.report import status
-from nurture.sending import deliver
 from tests.conftest import REPO, make_settings
 from tests.seeding import queue_due
 

@@ -10,11 +10,11 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job, JobStatus
 
-from nurture import jobs
 from nurture.app import Nurture
 from nurture.clock import FakeClock
-from nurture.contacts import import_contacts
 from nurture.engine import enroll
+from nurture.intake.contacts import import_contacts
+from nurture.worker import jobs
 
 
 @pytest.fixture(name="connection")

@@ -23,13 +23,18 @@ from nurture.app import Nurture
 from nurture.cli.context import Context
 from nurture.cli.library import library as library_cli
 from nurture.clock import FakeClock
-from nurture.delivery import PermanentDeliveryError, TransientDeliveryError, Transport
+from nurture.content.library import Item, LibraryError, load_library, pick, related
 from nurture.engine import enroll, tick
 from nurture.errors import Problem
-from nurture.library import Item, LibraryError, load_library, pick, related
 from nurture.models import Contact, ContentSent, Event, Touch
+from nurture.outbound.sending import DeliveryReport, deliver
+from nurture.outbound.transport import (
+    PermanentDeliveryError,
+    Staged,
+    TransientDeliveryError,
+    Transport,
+)
 from nurture.project import validate_project
-from nurture.sending import DeliveryReport, deliver
 from tests.conftest import REPO, make_settings
 from tests.seeding import RecordingDispatcher
 
@@ -63,11 +68,20 @@ class Collect(Transport):
         self.messages: list[EmailMessage] = []
         self.fail: Exception | None = None
 
-    def send(self, message: EmailMessage) -> None:
+    def stage(self, message: EmailMessage) -> Staged:
         if self.fail is not None:
             error, self.fail = self.fail, None
             raise error
-        self.messages.append(message)
+        messages = self.messages
+
+        class Kept(Staged):
+            def commit(self) -> None:
+                messages.append(message)
+
+            def abort(self) -> None:
+                pass
+
+        return Kept()
 
 
 def write_project(tmp_path: Path, campaigns: dict[str, str], library: str | None = LIBRARY
@@ -400,7 +414,7 @@ def test_library_list_and_check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     def no_network(*args: object, **kwargs: object) -> None:
         raise AssertionError("the offline check must not touch the network")
 
-    monkeypatch.setattr("nurture.linkcheck.urlopen", no_network)
+    monkeypatch.setattr("nurture.content.linkcheck.urlopen", no_network)
     write_project(tmp_path, {})
     code, out = invoke(tmp_path, "list")
     assert code == 0 and out.splitlines()[0].split() == ["article", "knee-piece", "Knee", "piece"]
@@ -437,7 +451,7 @@ def test_online_check_asks_each_link(tmp_path: Path, monkeypatch: pytest.MonkeyP
             raise HTTPError(request.full_url, 405, "No HEAD", {}, None)  # type: ignore[arg-type]
         return FakeResponse()
 
-    monkeypatch.setattr("nurture.linkcheck.urlopen", fake_urlopen)
+    monkeypatch.setattr("nurture.content.linkcheck.urlopen", fake_urlopen)
     write_project(tmp_path, {})
     code, out = invoke(tmp_path, "check", "--online", "--timeout", "2")
     assert code == 1

@@ -10,11 +10,11 @@ from sqlalchemy import select
 
 from nurture.app import Nurture
 from nurture.clock import FakeClock
-from nurture.contacts import import_contacts
-from nurture.delivery import OutboxTransport
 from nurture.engine import enroll, tick
+from nurture.intake.contacts import import_contacts
 from nurture.models import Touch
-from nurture.sending import deliver
+from nurture.outbound.sending import deliver
+from nurture.outbound.transport import OutboxTransport
 from tests.conftest import make_settings
 from tests.seeding import RecordingDispatcher
 

@@ -32,15 +32,15 @@ from click.testing import CliRunner
 from imapclient import IMAPClient
 from sqlalchemy import func, select
 
-from nurture import jobs
-from nurture import mailbox as mailbox_module
 from nurture.app import Nurture
 from nurture.cli import main
 from nurture.clock import FakeClock
-from nurture.inbox import InboxConfig
-from nurture.mailbox import MailboxError, inbox_job, parse_imap_url, poll
+from nurture.inbound import imap as mailbox_module
+from nurture.inbound.imap import MailboxError, inbox_job, parse_imap_url, poll
+from nurture.inbound.inbox import InboxConfig
 from nurture.models import InboxCheckpoint, InboxMessage, Reply
 from nurture.settings import Settings
+from nurture.worker import jobs
 from tests.conftest import make_settings
 from tests.smtp_sink import free_port
 from tests.test_inbox import outreach, retarget, sample, state_of

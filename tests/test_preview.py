@@ -21,13 +21,13 @@ from nurture.app import Nurture
 from nurture.cli.context import Context
 from nurture.cli.preview import preview as preview_cli
 from nurture.clock import FakeClock
-from nurture.delivery import OutboxTransport
+from nurture.content.library import load_library
 from nurture.engine import enroll
-from nurture.library import load_library
+from nurture.intake.referrals import add_referral
 from nurture.models import Base, Touch
-from nurture.preview import preview
-from nurture.referrals import add_referral
-from nurture.render import Renderer, sample_context, sparse_context
+from nurture.outbound.preview import preview
+from nurture.outbound.render import Renderer, sample_context, sparse_context
+from nurture.outbound.transport import OutboxTransport
 from tests.conftest import REPO
 from tests.test_library import SHARE, Collect, add_contact, open_project, run_days, send_due
 from tests.test_render import parse_strict

@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from nurture import redis_server
 from nurture.errors import NurtureError
-from nurture.redis_server import EmbeddedRedis, connect, redis_server_binary
+from nurture.worker import redis_server
+from nurture.worker.redis_server import EmbeddedRedis, connect, redis_server_binary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -33,7 +33,7 @@ CHILD = """
 import sys, time
 from pathlib import Path
 import redis
-from nurture.redis_server import EmbeddedRedis
+from nurture.worker.redis_server import EmbeddedRedis
 
 server = EmbeddedRedis(Path(sys.argv[1]))
 server.start()

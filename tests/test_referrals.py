@@ -26,12 +26,12 @@ from nurture.cli.context import Context
 from nurture.cli.project import status as status_command
 from nurture.cli.referrals import referral, referrals
 from nurture.conflicts import ATTEMPTS, is_conflict, retry_conflicts
-from nurture.contacts import import_contacts
 from nurture.errors import InputError, NurtureError, Problem
+from nurture.intake.contacts import import_contacts
+from nurture.intake.referrals import add_referral
+from nurture.intake.referrals_csv import ReferralsError, import_referrals
 from nurture.models import Contact, Enrollment, Event, Referral, Touch
-from nurture.notify import notify_owner
-from nurture.referrals import add_referral
-from nurture.referrals_csv import ReferralsError, import_referrals
+from nurture.outbound.notify import notify_owner
 from nurture.report import status
 from tests.races import hold_until_blocked
 from tests.seeding import LEE, SAM, count, outbox, rows, seed_outreach, touches
@@ -206,7 +206,7 @@ def test_header_problems(project: Nurture, tmp_path: Path, text: str,
 def test_one_transaction_for_the_whole_file(project: Nurture, tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A failure on the last row (here: a bug) undoes the rows before it."""
-    import nurture.referrals_csv as module
+    import nurture.intake.referrals_csv as module
 
     real, calls = module.record_referral, []
 
@@ -228,7 +228,7 @@ def test_two_imports_of_one_file_at_once_record_each_ref_once(
     """The second import waits for the first. On PostgreSQL it fails on a ref's unique key
     (the first holds it, uncommitted), runs its transaction again and finds every ref
     recorded; on SQLite it waits to begin. Either way: recorded once, one note."""
-    import nurture.referrals_csv as module
+    import nurture.intake.referrals_csv as module
 
     real, calls, held = module.record_referral, list[str](), threading.Event()
 

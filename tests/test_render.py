@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from nurture.errors import Problem, TemplateError
-from nurture.render import (
+from nurture.outbound.render import (
     CONTEXT_KEYS,
     RenderedEmail,
     Renderer,
@@ -29,7 +29,7 @@ from nurture.render import (
     sample_context,
     sparse_context,
 )
-from nurture.text import (
+from nurture.outbound.text import (
     _feed_regular,
     _read_with_htmlparser,
     _TextParser,

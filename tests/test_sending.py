@@ -20,18 +20,18 @@ from rq import Queue
 from rq.job import Job
 from sqlalchemy import select, text, update
 
-from nurture import jobs
 from nurture.app import Nurture
 from nurture.clock import FakeClock
-from nurture.delivery import SmtpTransport, TransientDeliveryError
 from nurture.engine import enroll, tick
-from nurture.inbox import record_reply
+from nurture.inbound.inbox import record_reply
+from nurture.intake.referrals import add_referral
 from nurture.models import Contact, Enrollment
-from nurture.referrals import add_referral
-from nurture.render import make_message_id
+from nurture.outbound.render import make_message_id
+from nurture.outbound.sending import DeliveryReport, deliver
+from nurture.outbound.transport import SmtpTransport, Staged, TransientDeliveryError
+from nurture.outbound.unsubscribe import unsubscribe
 from nurture.report import status
-from nurture.sending import DeliveryReport, deliver
-from nurture.unsubscribe import unsubscribe
+from nurture.worker import jobs
 from tests.test_engine import (
     RecordingDispatcher,
     add_contact,
@@ -181,25 +181,25 @@ def test_stops_recorded_after_the_tick_but_before_the_worker_send_nothing(
                       "quiet@clinic.example": ("sent", None, project.now())}
 
 
-class Announcing(SmtpTransport):
-    """The real SMTP transport, with the caller's work run once the next row's MAIL FROM has
-    gone ahead of its claim (:meth:`SmtpTransport.announce`)."""
+class Interrupted(SmtpTransport):
+    """The real SMTP transport, with the caller's work run while a message is staged (the
+    server holds all of it but the closing dot)."""
 
-    def __init__(self, url: str, after_announcing: Callable[[], None]):
+    def __init__(self, url: str, while_staged: Callable[[], None]):
         super().__init__(url)
-        self.after_announcing = after_announcing
+        self.while_staged = while_staged
 
-    def announce(self, message: EmailMessage) -> None:
-        super().announce(message)
-        self.after_announcing()
+    def stage(self, message: EmailMessage) -> Staged:
+        staged = super().stage(message)
+        self.while_staged()
+        return staged
 
 
-def test_a_reply_recorded_after_the_next_rows_mail_from_went_ahead_stops_it(
+def test_a_reply_recorded_while_the_batch_sends_stops_the_rows_after_it(
         project: Nurture, smtp_sink: Any) -> None:
-    """The send path starts the next row's SMTP transaction before claiming it; a reply
-    recorded just then still wins: its claim fails, the server gets nothing of it, and the
-    batch goes on."""
-    first, stopped, third = queue_first_steps(  # emails of three sizes
+    """A reply recorded while the email before is on its way wins over the batch: the claim
+    of the replier's row fails, the server gets nothing of it, and the batch goes on."""
+    first, stopped, third = queue_first_steps(
         project, "a@clinic.example", "bo@clinic.example", "cleo@clinic.example")
     replies = []
 
@@ -207,12 +207,12 @@ def test_a_reply_recorded_after_the_next_rows_mail_from_went_ahead_stops_it(
         if not replies:
             replies.append(record_reply(project, "bo@clinic.example"))
 
-    with Announcing(project.settings.smtp_url, reply_from_b) as transport:
+    with Interrupted(project.settings.smtp_url, reply_from_b) as transport:
         report = deliver(project, [first, stopped, third], transport)
     assert report.sent == [first, third] and report.skipped == [stopped]
-    assert [m["To"].addresses[0].addr_spec for m in smtp_sink.messages] == [
+    assert [m["To"].addresses[0].addr_spec for m in smtp_sink.wait_for(2)] == [
         "a@clinic.example", "cleo@clinic.example"]
-    assert smtp_sink.mail_commands == 3  # bo's went ahead, and was withdrawn
+    assert smtp_sink.mail_commands == 2
     assert one_touch(project, stopped).state == "cancelled"
 
 
@@ -325,9 +325,43 @@ class SlowServer(SmtpTransport):
         super().__init__(url)
         self.before_answer = before_answer
 
-    def send(self, message: EmailMessage) -> None:
-        self.before_answer()
-        super().send(message)
+    def stage(self, message: EmailMessage) -> Staged:
+        staged, before_answer = super().stage(message), self.before_answer
+
+        class Slow(Staged):
+            def commit(self) -> None:
+                before_answer()
+                staged.commit()
+
+            def abort(self) -> None:
+                staged.abort()
+
+        return Slow()
+
+
+def test_a_claim_whose_lease_ran_out_before_transmitting_is_sent_once_later(
+        project: Nurture, clock: FakeClock, smtp_sink: Any) -> None:
+    """A row still `sending` when its lease runs out reached nobody: the tick plans it again
+    (not `uncertain`), the slow worker's transmission is called off, and the next claim sends
+    it once."""
+    (touch_id,) = queue_first_steps(project, "a@clinic.example")
+    dispatcher = RecordingDispatcher()
+
+    def lease_runs_out_meanwhile() -> None:
+        clock.advance(seconds=project.settings.worker_lease_seconds + 1)
+        assert tick(project, dispatcher).uncertain == 0  # planned again, and queued
+        assert one_touch(project, touch_id).state == "queued"
+
+    with Interrupted(project.settings.smtp_url, lease_runs_out_meanwhile) as transport:
+        report = deliver(project, [touch_id], transport)
+    assert report.skipped == [touch_id] and report.sent == []
+    ((job_id, touch_ids),) = dispatcher.jobs.items()
+    with SmtpTransport(project.settings.smtp_url) as transport:
+        report = deliver(project, touch_ids, transport, job_id)
+    assert report.sent == [touch_id]
+    assert len(smtp_sink.wait_for(1)) == 1
+    assert smtp_sink.mail_commands == 2  # the first transmission never ended
+    assert one_touch(project, touch_id).state == "sent"
 
 
 def test_send_that_outlived_its_lease_is_recorded_sent_when_it_succeeds(

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from nurture.campaigns import load_campaigns
 from nurture.clock import FakeClock
+from nurture.content.campaigns import load_campaigns
 from nurture.engine import enroll
 from nurture.errors import CampaignError
 from tests.conftest import REPO

@@ -23,7 +23,6 @@ from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 from werkzeug.test import TestResponse
 
-from nurture import web
 from nurture.app import Nurture
 from nurture.cli.context import Context
 from nurture.cli.web import serve
@@ -38,8 +37,9 @@ from nurture.models import (
     WebhookDelivery,
     WebhookSignature,
 )
-from nurture.unsubscribe import make_token
-from nurture.webhooks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from nurture.outbound.unsubscribe import make_token
+from nurture.web import pages as web
+from nurture.web.webhooks import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from tests.races import hold_until_blocked
 from tests.seeding import (
     LEE,
@@ -159,9 +159,9 @@ def test_forged_or_garbled_tokens_are_refused_plainly(client: FlaskClient,
     good = make_token(project.settings, contact(project).id)
     forged = [good[:-2] + ("AA" if not good.endswith("AA") else "BB"),
               "garbage", "MQ",
-              URLSafeSerializer("another-secret", salt="nurture.unsubscribe").dumps(1),
+              URLSafeSerializer("another-secret", salt="nurture.outbound.unsubscribe").dumps(1),
               URLSafeSerializer("test-secret", salt="some.other.purpose").dumps(1),
-              URLSafeSerializer("test-secret", salt="nurture.unsubscribe").dumps("1")]
+              URLSafeSerializer("test-secret", salt="nurture.outbound.unsubscribe").dumps("1")]
     for token in forged:
         for method in (client.get, client.post):
             response = method(f"/u/{token}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..app import Nurture
-from ..contacts import import_contacts
+from ..intake.contacts import import_contacts
 from .context import pass_app
 
 

@@ -37,7 +37,7 @@ def classify_(obj: Context | None, files: tuple[Path, ...], today: datetime | No
     Message-ID that this project sent: needs its nurture.toml). A file that is not an email is
     "other".
     """
-    from ..classify import classify
+    from ..inbound.classify import classify
 
     anchor = today.date() if today else None
     ours = _our_message_ids(obj)
@@ -52,7 +52,7 @@ def classify_(obj: Context | None, files: tuple[Path, ...], today: datetime | No
 def _our_message_ids(obj: Context | None) -> Callable[[str], bool] | None:
     """Recognises the project's Message-IDs, when there is a project here (read-only: a
     folder without nurture.toml gets no secret generated into it)."""
-    from ..render import is_our_message_id
+    from ..outbound.render import is_our_message_id
     from ..settings import CONFIG_FILE
 
     folder = (obj.project_dir if obj is not None else None) or Path.cwd()
@@ -71,6 +71,6 @@ def poll(app: Nurture) -> None:
     notices pause; bounces and complaints stop everything. Messages are never marked read,
     moved or deleted. `nurture worker` does this every [inbox] poll_interval seconds.
     """
-    from ..mailbox import poll as poll_mailbox
+    from ..inbound.imap import poll as poll_mailbox
 
     click.echo(poll_mailbox(app).summary())

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..library import load_library
-from ..linkcheck import check_links
+from ..content.library import load_library
+from ..content.linkcheck import check_links
 from .context import Context, errors_as_click, relative
 
 

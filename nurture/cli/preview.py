@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..app import Nurture
-from ..preview import preview as preview_emails
+from ..outbound.preview import preview as preview_emails
 from .context import pass_app, relative
 
 

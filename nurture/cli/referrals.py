@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 
 from ..app import Nurture
-from ..referrals import add_referral, notify_referrals, referral_day
-from ..referrals_csv import import_referrals
+from ..intake.referrals import add_referral, notify_referrals, referral_day
+from ..intake.referrals_csv import import_referrals
 from .context import pass_app
 
 

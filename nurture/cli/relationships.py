@@ -7,8 +7,8 @@ import click
 from ..app import Nurture
 from ..engine import enroll as enroll_contacts
 from ..engine import pause_campaign
-from ..inbox import record_reply
-from ..unsubscribe import unsubscribe as unsubscribe_contact
+from ..inbound.inbox import record_reply
+from ..outbound.unsubscribe import unsubscribe as unsubscribe_contact
 from .context import pass_app
 
 

@@ -28,7 +28,7 @@ def make_server(app: Nurture, host: str, port: int) -> BaseWSGIServer | MultiSoc
     """
     from waitress.server import create_server
 
-    from ..web import create_app
+    from ..web.pages import create_app
 
     return create_server(create_app(app), host=host, port=port, threads=THREADS,
                          ident="nurture", max_request_body_size=MAX_REQUEST_BODY)

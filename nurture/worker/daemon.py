@@ -1,0 +1,113 @@
+"""The worker daemon: an RQ worker, plus RQ's cron scheduler for the periodic tick.
+
+``nurture worker`` (and ``python worker.py``) runs this. The RQ worker runs in this process; the
+cron scheduler and RQ's scheduler run in child processes that die with it
+(nurture.worker.schedulers).
+SIGTERM or Ctrl-C lets the current job finish (RQ's warm shutdown), then stops the schedulers
+and, if this command started one, the embedded Redis. Nothing outlives the command.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, SimpleWorker
+
+from ..app import Nurture
+from ..engine import tick
+from ..errors import InputError
+from ..inbound.imap import inbox_config
+from ..outbound.transport import open_transport
+from . import jobs
+from .redis_server import EmbeddedRedis, connect
+from .schedulers import start_schedulers
+
+log = logging.getLogger(__name__)
+
+
+def describe(app: Nurture, redis_description: str) -> str:
+    settings = app.settings
+    with open_transport(settings) as transport:
+        mail = transport.name
+    return (f"database: {app.db.describe()}\nredis:    {redis_description}\n"
+            f"mail:     {mail}\nqueue:    {settings.worker_queue}, tick every "
+            f"{settings.worker_tick_interval}s")
+
+
+def run_tick(app: Nurture) -> dict[str, int]:
+    """One tick by hand (``nurture tick``): enqueue what is due, then exit."""
+    with connect(app.settings.redis_url, app.settings.state_dir) as (connection, _):
+        return asdict(tick(app, jobs.RQDispatcher(app, connection)))
+
+
+def run_worker(app: Nurture, *, burst: bool = False,
+               echo: Callable[[str], None] = print) -> bool:
+    """Work until stopped (or, with ``burst``, until the queue is empty). Returns whether any job
+    was processed.
+
+    RQ's worker returns, rather than raising, when Redis goes away mid-job; unless a stop was
+    asked for, the worker is built again and goes on, so a Redis restart never ends the daemon.
+    """
+    problems = app.settings.identity_problems()
+    if problems:  # every email needs a sender and a postal address: refuse before queuing any
+        raise InputError(problems)
+    app.sync_campaigns()  # fails fast on invalid campaigns, before touching Redis
+    app.db.analyze()
+    with connect(app.settings.redis_url, app.settings.state_dir) as (connection, description):
+        echo(describe(app, description))
+        jobs.bind(app)
+        queue = Queue(app.settings.worker_queue, connection=connection)
+        try:
+            if burst:
+                _tick_now(app, connection, echo)
+                worker = SimpleWorker([queue], connection=connection)
+                return worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+            url = app.settings.redis_url or EmbeddedRedis(app.settings.state_dir).url
+            inbox = inbox_config(app.settings)
+            children = start_schedulers(url, app.settings.worker_queue,
+                                        app.settings.worker_tick_interval,
+                                        inbox.poll_interval if inbox.imap_url else 0)
+            try:
+                # What is due goes out now, not when the cron scheduler has started (a second
+                # or more); if Redis is down, its periodic tick does it later.
+                try:
+                    _tick_now(app, connection, echo)
+                except RedisError:
+                    log.exception("the first tick could not reach Redis")
+                return _work_until_stopped(queue, connection)
+            finally:
+                for child in children:
+                    child.terminate()
+                for child in children:
+                    child.join(10)
+                    if child.is_alive():
+                        child.kill()
+        finally:
+            jobs.bind(None)
+
+
+def _tick_now(app: Nurture, connection: Redis, echo: Callable[[str], None]) -> None:
+    report = tick(app, jobs.RQDispatcher(app, connection))
+    echo(f"tick: {report.enqueued} touches in {report.jobs} jobs")
+
+
+def _work_until_stopped(queue: Queue, connection: Redis) -> bool:
+    worked = False
+    while True:
+        worker = SimpleWorker([queue], connection=connection)
+        # RQ's scheduler (for Retry's delays) runs in a spawned child: see
+        # nurture.worker.schedulers.
+        try:
+            worked = worker.work(with_scheduler=False, logging_level="INFO") or worked
+        except (RedisError, OSError, ValueError):  # RQ's own clean-up can raise while Redis
+            log.exception("the worker lost Redis")  # is down; ValueError: a socket redis-py closed
+        if worker._shutdown_requested_date is not None:  # SIGTERM / Ctrl-C (RQ sets it on both
+            return worked  # an idle and a busy worker; a busy one finished its job first)
+        log.warning("the worker stopped after a Redis error; starting again in 2 s")
+        connection.connection_pool.disconnect()  # drop sockets to the old server
+        time.sleep(2)
