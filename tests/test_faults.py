@@ -93,25 +93,35 @@ def check_all_delivered_once(p: Project, sink: Any, *, uncertain_allowed: int = 
 
 
 # 1. SIGKILL storm ---------------------------------------------------------------------------------
-def test_sigkill_storm_never_sends_twice(make_project: Callable[..., Project], smtp_sink: Any,
-                                         redis_server: RedisProcess, database_url: str) -> None:
-    """300 due sends; the worker is SIGKILLed 20 times, 0-300 ms after it starts sending, and
-    restarted each time. Nothing reaches the server twice; what was cut mid-send is `uncertain`
-    (at most one per kill), everything else is sent, and nothing stays in flight."""
+KILLS = 12  # kills that land while the worker is sending
+
+
+def test_sigkill_storm_never_sends_twice_and_uncertain_means_possibly_delivered(
+        make_project: Callable[..., Project], smtp_sink: Any, redis_server: RedisProcess,
+        database_url: str) -> None:
+    """300 due sends; the worker is SIGKILLed while it sends, 0-50 ms after its first message
+    of that run reached the server, and restarted, until 12 kills have landed with emails still
+    to send. Nothing reaches the server twice; a row cut before it was handed over is sent
+    again by itself; only a row cut while it was being handed over is `uncertain`, and at
+    least 90% of those really reached the server; nothing stays in flight.
+
+    Kills are counted, not timed: a slow machine takes longer, never fewer kills."""
     p = make_project({"storm": ONE_STEP})
     p.enroll("storm", p.add_contacts(300))
     seed = int(os.environ.get("NURTURE_FAULT_SEED", random.randrange(1 << 30)))
     rnd = random.Random(seed)
     began = time.monotonic()
-    killed = []
-    while len(killed) < 20 and time.monotonic() - began < 240:  # generous: CI shares 2 cores
+    killed, landed = [], 0
+    while landed < KILLS and len(smtp_sink.messages) < 300:
         before = len(smtp_sink.messages)
         worker = p.worker()
-        p.wait_until(lambda n=before: len(smtp_sink.messages) > n, timeout=15, poll=0.005)
-        time.sleep(rnd.uniform(0, 0.3))
+        sending = p.wait_until(lambda n=before: len(smtp_sink.messages) > n, timeout=60,
+                               poll=0.002)
+        time.sleep(rnd.uniform(0, 0.05))
         worker.send_signal(signal.SIGKILL)  # the worker only: its cron child must follow it
         worker.wait(10)
         killed.append(worker)
+        landed += sending and len(smtp_sink.messages) < 300
     storm = time.monotonic() - began
     p.wait_until(lambda: not any(p.group_alive(w) for w in killed), timeout=10, poll=0.05)
     orphans = [w.pid for w in killed if p.group_alive(w)]
@@ -122,18 +132,21 @@ def test_sigkill_storm_never_sends_twice(make_project: Callable[..., Project], s
     touches = p.touches()
     counts = delivered(smtp_sink.messages)
     uncertain = [t for t in touches if t.state == UNCERTAIN]
+    arrived = sum(1 for t in uncertain if counts[t.message_id])
     states = Counter(str(t.state) for t in touches)
-    print(f"\nstorm [{db_name(database_url)}] seed={seed}: {len(killed)} kills in {storm:.1f}s; "
-          f"server got {sum(counts.values())} messages ({len(counts)} distinct); states "
-          f"{dict(states)}; uncertain that did arrive: "
-          f"{sum(1 for t in uncertain if counts[t.message_id])}; {len(orphans)} killed workers "
-          f"left processes behind; {duration:.1f}s in all")
+    print(f"\nstorm [{db_name(database_url)}] seed={seed}: {landed} kills while sending "
+          f"({len(killed)} in all) in {storm:.1f}s; server got {sum(counts.values())} "
+          f"messages ({len(counts)} distinct); states {dict(states)}; uncertain that did "
+          f"arrive: {arrived} of {len(uncertain)}; {len(orphans)} killed workers left "
+          f"processes behind; {duration:.1f}s in all")
     assert settled, (f"not settled 120 s after the storm (killed workers that left processes "
                      f"behind: {orphans_ps(orphans)}):\n{explain(p, redis_server.client())}")
+    assert landed >= KILLS, f"only {landed} kills landed before all 300 were sent (seed {seed})"
     check_all_delivered_once(p, smtp_sink, uncertain_allowed=len(killed))
     for t in uncertain:  # maybe sent: at most once, and it may be absent
         assert counts[t.message_id] <= 1
-    assert len(killed) >= 20
+    assert arrived >= 0.9 * len(uncertain), (
+        f"uncertain should mean possibly delivered: only {arrived} of {len(uncertain)} arrived")
     assert orphans == [], f"processes left behind by SIGKILLed workers: {orphans_ps(orphans)}"
     final.send_signal(signal.SIGTERM)
     assert final.wait(30) == 0
