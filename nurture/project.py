@@ -17,7 +17,8 @@ from pathlib import Path
 from .content.campaigns import Campaign, Step, load_campaigns
 from .content.library import Item, Library, LibraryError, load_library
 from .errors import CampaignError, Problem
-from .outbound.render import Renderer, sample_context
+from .outbound.render import Renderer
+from .outbound.samples import sample_context
 from .settings import CONFIG_FILE, Settings
 
 SKELETON = Path(__file__).parent / "skeleton"

@@ -380,7 +380,7 @@ def test_matched_message_id_is_ours_only_with_the_right_secret(tmp_path: Path) -
     """A reply citing one of our Message-IDs names it; a forged or foreign one is not ours."""
     from functools import partial
 
-    from nurture.outbound.render import is_our_message_id, make_message_id
+    from nurture.outbound.mime import is_our_message_id, make_message_id
 
     ours = make_message_id(42, "hello", "", "s3cret", "riverapt.example")
     forged = ours.replace(ours.split("@")[0].rsplit(".", 1)[1], "0" * 12)

@@ -33,7 +33,7 @@ from nurture.inbound.inbox import record_reply
 from nurture.intake.contacts import import_contacts
 from nurture.intake.referrals import add_referral
 from nurture.models import Contact, Enrollment, Event, Touch, TouchState
-from nurture.outbound.render import make_message_id
+from nurture.outbound.mime import make_message_id
 from nurture.outbound.sending import DeliveryReport, deliver
 from nurture.outbound.transport import UncertainDeliveryError, open_transport
 from nurture.outbound.unsubscribe import unsubscribe

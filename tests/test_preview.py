@@ -26,7 +26,8 @@ from nurture.engine import enroll
 from nurture.intake.referrals import add_referral
 from nurture.models import Base, Touch
 from nurture.outbound.preview import preview
-from nurture.outbound.render import Renderer, sample_context, sparse_context
+from nurture.outbound.render import Renderer
+from nurture.outbound.samples import sample_context, sparse_context
 from nurture.outbound.transport import OutboxTransport
 from tests.conftest import REPO
 from tests.test_library import SHARE, Collect, add_contact, open_project, run_days, send_due

@@ -18,17 +18,9 @@ from pathlib import Path
 import pytest
 
 from nurture.errors import Problem, TemplateError
-from nurture.outbound.render import (
-    CONTEXT_KEYS,
-    RenderedEmail,
-    Renderer,
-    _quoted_printable,
-    _text,
-    build_message,
-    make_message_id,
-    sample_context,
-    sparse_context,
-)
+from nurture.outbound.mime import _quoted_printable, _text, build_message, make_message_id
+from nurture.outbound.render import CONTEXT_KEYS, RenderedEmail, Renderer
+from nurture.outbound.samples import sample_context, sparse_context
 from nurture.outbound.text import (
     _feed_regular,
     _read_with_htmlparser,

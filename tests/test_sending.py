@@ -26,7 +26,7 @@ from nurture.engine import enroll, tick
 from nurture.inbound.inbox import record_reply
 from nurture.intake.referrals import add_referral
 from nurture.models import Contact, Enrollment
-from nurture.outbound.render import make_message_id
+from nurture.outbound.mime import make_message_id
 from nurture.outbound.sending import DeliveryReport, deliver
 from nurture.outbound.transport import SmtpTransport, Staged, TransientDeliveryError
 from nurture.outbound.unsubscribe import unsubscribe

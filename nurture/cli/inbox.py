@@ -52,7 +52,7 @@ def classify_(obj: Context | None, files: tuple[Path, ...], today: datetime | No
 def _our_message_ids(obj: Context | None) -> Callable[[str], bool] | None:
     """Recognises the project's Message-IDs, when there is a project here (read-only: a
     folder without nurture.toml gets no secret generated into it)."""
-    from ..outbound.render import is_our_message_id
+    from ..outbound.mime import is_our_message_id
     from ..settings import CONFIG_FILE
 
     folder = (obj.project_dir if obj is not None else None) or Path.cwd()

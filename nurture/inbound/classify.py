@@ -81,7 +81,7 @@ def classify(raw: bytes, *, today: date | None = None,
 
     ``today`` anchors relative return dates in out-of-office notices ("back Monday"); without
     it the message's own Date header is the anchor, and without that no date is read.
-    ``ours`` tells our Message-IDs (:func:`nurture.outbound.render.is_our_message_id`): the first
+    ``ours`` tells our Message-IDs (:func:`nurture.outbound.mime.is_our_message_id`): the first
     cited
     one is the classification's ``matched``.
     """

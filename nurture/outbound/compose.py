@@ -35,7 +35,8 @@ from ..content.campaigns import Campaign, Content, Step
 from ..content.library import Item, library_for, pick
 from ..intake.contacts import contact_view
 from ..models import Contact, ContentSent, Enrollment, Referral, Touch, TouchState
-from .render import RenderedEmail, build_message, make_message_id
+from .mime import build_message, make_message_id
+from .render import RenderedEmail
 from .unsubscribe import unsubscribe_mailto, unsubscribe_url
 
 __all__ = ["Composed", "Facts", "Prepared", "Thread", "claim_item", "compose", "compose_touch",

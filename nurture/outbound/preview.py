@@ -6,7 +6,7 @@ back: the same touch (so the same Message-ID), the same library item the send wo
 same thread, the same counts. Nothing is recorded. A step the contact has no touch for yet gets a
 temporary one with the key the real one will have: round one of the sequence, or for a
 triggered step (a thank-you) a referral recorded today. The Message-ID derives from that key
-(:func:`nurture.outbound.render.make_message_id`), so the preview is the later send apart from the
+(:func:`nurture.outbound.mime.make_message_id`), so the preview is the later send apart from the
 Date.
 Only for a contact not enrolled yet can it differ: the enrollment is made up for the preview.
 
@@ -34,7 +34,8 @@ from ..intake.contacts import get_contact
 from ..intake.referrals import referral_day
 from ..models import Enrollment, EnrollmentState, Touch, TouchState
 from .compose import Composed, Thread, compose, compose_touch, template_context
-from .render import make_message_id, sample_context, wire_bytes
+from .mime import make_message_id, wire_bytes
+from .samples import sample_context
 from .unsubscribe import unsubscribe_mailto, unsubscribe_url
 
 __all__ = ["Preview", "preview"]

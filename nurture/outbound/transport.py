@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..errors import NurtureError
 from ..settings import Settings
-from .render import WireMessage, wire_bytes
+from .mime import WireMessage, wire_bytes
 
 log = logging.getLogger(__name__)
 

@@ -80,7 +80,7 @@ FAST: dict[str, Any] = dict(
 
 FINAL = {TouchState.SENT, TouchState.UNCERTAIN, TouchState.FAILED, TouchState.SKIPPED,
          TouchState.CANCELLED}
-# <nurture.ENROLLMENT.STEP[.TRIGGER].HMAC@domain> (nurture.outbound.render.make_message_id)
+# <nurture.ENROLLMENT.STEP[.TRIGGER].HMAC@domain> (nurture.outbound.mime.make_message_id)
 _MESSAGE_ID = re.compile(r"<nurture\.(\d+)\.([A-Za-z0-9-]+)(?:\.([A-Za-z0-9-]+))?\.[0-9a-f]{12}@")
 
 
