@@ -7,8 +7,7 @@ import sys
 
 from rq.utils import resolve_function_reference
 
-from nurture.inbound.imap import inbox_job
-from nurture.worker.jobs import tick_job
+from nurture.worker.jobs import inbox_job, tick_job
 from nurture.worker.schedulers import INBOX_JOB, TICK_JOB, by_name
 
 

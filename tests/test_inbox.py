@@ -31,7 +31,6 @@ from nurture.inbound.inbox import (
     is_free_mail,
     process_message,
     record_reply,
-    send_notifications,
 )
 from nurture.intake.contacts import import_contacts
 from nurture.models import (
@@ -45,6 +44,7 @@ from nurture.models import (
     Touch,
     TouchState,
 )
+from nurture.outbound.notify import send_notifications
 from nurture.outbound.sending import deliver
 from nurture.outbound.transport import OutboxTransport
 from nurture.report import status

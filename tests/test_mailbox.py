@@ -36,7 +36,7 @@ from nurture.app import Nurture
 from nurture.cli import main
 from nurture.clock import FakeClock
 from nurture.inbound import imap as mailbox_module
-from nurture.inbound.imap import MailboxError, inbox_job, parse_imap_url, poll
+from nurture.inbound.imap import MailboxError, parse_imap_url, poll
 from nurture.inbound.inbox import InboxConfig
 from nurture.models import InboxCheckpoint, InboxMessage, Reply
 from nurture.settings import Settings
@@ -414,7 +414,7 @@ def test_the_worker_job_polls(dovecot: Dovecot, mailbox: str, project: Nurture,
                                          imap_url=dovecot.url(mailbox))
     jobs.bind(project)
     try:
-        result = inbox_job()
+        result = jobs.inbox_job()
     finally:
         jobs.bind(None)
     assert result["actions"] == {"reply": 1}

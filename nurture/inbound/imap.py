@@ -1,8 +1,9 @@
 """Reading the sender mailbox over IMAP, leaving it looking untouched.
 
-``nurture inbox poll`` (and :func:`inbox_job`, periodically inside ``nurture worker``) opens the
-mailbox of ``imap_url``, reads the messages that arrived since the last poll, and hands each to
-:func:`nurture.inbound.inbox.process_message`, then sends the owner the notifications it queued.
+``nurture inbox poll`` (and :func:`nurture.worker.jobs.inbox_job`, periodically inside
+``nurture worker``) opens the mailbox of ``imap_url``, reads the messages that arrived since
+the last poll, and hands each to :func:`nurture.inbound.inbox.process_message`, then sends the
+owner the notifications it queued.
 
 **Untouched.** The folder is opened read-only (EXAMINE) and bodies are fetched with
 ``BODY.PEEK``, so no message is marked read, flagged, moved or deleted, whatever the server.
@@ -27,7 +28,7 @@ import imaplib
 import logging
 import ssl
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -40,8 +41,9 @@ from sqlalchemy.exc import IntegrityError
 from ..app import Nurture
 from ..errors import NurtureError
 from ..models import InboxCheckpoint, Touch
+from ..outbound.notify import send_notifications
 from ..settings import Settings
-from .inbox import InboxConfig, Outcome, process_message, send_notifications
+from .inbox import InboxConfig, Outcome, process_message
 
 log = logging.getLogger(__name__)
 
@@ -277,13 +279,3 @@ def _advance(app: Nurture, key: str, uidvalidity: int, uid: int) -> None:
 def _internaldate(data: dict[bytes, Any]) -> datetime | None:
     value = data.get(b"INTERNALDATE")
     return value if isinstance(value, datetime) and value.tzinfo is not None else None
-
-
-def inbox_job() -> dict[str, Any]:
-    """The periodic poll, enqueued by RQ's cron scheduler inside `nurture worker`."""
-    from ..worker.jobs import current_app
-
-    report = poll(current_app())
-    log.info("%s", report.summary())
-    return asdict(report)
-

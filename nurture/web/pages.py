@@ -36,11 +36,11 @@ from ..app import Nurture
 from ..conflicts import retry_conflicts
 from ..engine import suppress_contact
 from ..errors import InputError, NurtureError, Problem
-from ..inbound.inbox import record_reply_in, reply_note
+from ..inbound.inbox import record_reply_in
 from ..intake.contacts import get_contact
 from ..intake.referrals import future_date_problem, notify_referrals, record_referral, referral_day
 from ..models import Contact, ContactStatus, WebhookDelivery, WebhookSignature
-from ..outbound.notify import tell_owner
+from ..outbound.notify import reply_note, tell_owner
 from ..outbound.unsubscribe import read_token
 from . import webhooks
 

@@ -18,6 +18,7 @@ from rq.job import Job, JobStatus
 
 from ..app import Nurture
 from ..engine import tick
+from ..inbound.imap import poll
 from ..outbound.sending import deliver
 from ..outbound.transport import TransientDeliveryError, open_transport
 
@@ -121,4 +122,12 @@ def send_touches(touch_ids: list[int]) -> dict[str, Any]:
         report = deliver(app, touch_ids, transport, job.id if job is not None else None)
     if report.retry:
         raise TransientDeliveryError(f"temporary failure for touches {report.retry}")
+    return asdict(report)
+
+
+def inbox_job() -> dict[str, Any]:
+    """The periodic poll of the sender mailbox, enqueued by RQ's cron scheduler inside
+    `nurture worker`."""
+    report = poll(current_app())
+    log.info("%s", report.summary())
     return asdict(report)

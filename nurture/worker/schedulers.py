@@ -28,7 +28,7 @@ from .redis_server import die_with_parent
 log = logging.getLogger(__name__)
 
 TICK_JOB = "nurture.worker.jobs.tick_job"
-INBOX_JOB = "nurture.inbound.imap.inbox_job"
+INBOX_JOB = "nurture.worker.jobs.inbox_job"
 
 
 def start_schedulers(redis_url: str, queue: str, interval: int,
