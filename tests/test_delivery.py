@@ -14,11 +14,11 @@ from email.utils import format_datetime
 import pytest
 
 from nurture.errors import NurtureError
+from nurture.outbound.smtp import SmtpTransport
 from nurture.outbound.transport import (
     DeliveryError,
     OutboxTransport,
     PermanentDeliveryError,
-    SmtpTransport,
     TransientDeliveryError,
     TransportConfigError,
     UncertainDeliveryError,

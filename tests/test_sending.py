@@ -28,7 +28,8 @@ from nurture.intake.referrals import add_referral
 from nurture.models import Contact, Enrollment
 from nurture.outbound.mime import make_message_id
 from nurture.outbound.sending import DeliveryReport, deliver
-from nurture.outbound.transport import SmtpTransport, Staged, TransientDeliveryError
+from nurture.outbound.smtp import SmtpTransport
+from nurture.outbound.transport import Staged, TransientDeliveryError
 from nurture.outbound.unsubscribe import unsubscribe
 from nurture.report import status
 from nurture.worker import jobs
