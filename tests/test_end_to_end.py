@@ -19,12 +19,13 @@ from rq import Queue, SimpleWorker
 
 from nurture.app import Nurture
 from nurture.clock import FakeClock
-from nurture.engine import enroll, tick
+from nurture.engine import enroll
 from nurture.inbound.inbox import record_reply
 from nurture.intake.contacts import import_contacts
 from nurture.intake.referrals import add_referral
 from nurture.models import Enrollment, Touch
 from nurture.report import status
+from nurture.tick import tick
 from nurture.worker import jobs
 from tests.conftest import make_settings
 

@@ -27,7 +27,7 @@ from nurture.app import Nurture
 from nurture.clock import FakeClock
 from nurture.content.library import load_library
 from nurture.db import current_revision, head_revision, make_engine, open_database, upgrade
-from nurture.engine import enroll, pause_contact, resolve_touch, tick
+from nurture.engine import enroll, pause_contact, resolve_touch
 from nurture.errors import NurtureError
 from nurture.inbound.inbox import record_reply
 from nurture.intake.contacts import import_contacts
@@ -38,6 +38,7 @@ from nurture.outbound.sending import DeliveryReport, deliver
 from nurture.outbound.transport import UncertainDeliveryError, open_transport
 from nurture.outbound.unsubscribe import unsubscribe
 from nurture.report import status
+from nurture.tick import tick
 from nurture.worker import jobs
 from tests.conftest import REPO, make_settings
 from tests.smtp_sink import free_port

@@ -91,8 +91,8 @@ def test_job_taken_by_a_worker_killed_before_it_began_is_queued_again(
     first tick after the grace plans them again, and each is sent once."""
     from datetime import timedelta
 
-    from nurture.engine import tick
     from nurture.models import Touch
+    from nurture.tick import tick
 
     add_contacts(app, 2)
     enroll(app, "referral-outreach")

@@ -24,7 +24,7 @@ from nurture.cli.context import Context
 from nurture.cli.library import library as library_cli
 from nurture.clock import FakeClock
 from nurture.content.library import Item, LibraryError, load_library, pick, related
-from nurture.engine import enroll, tick
+from nurture.engine import enroll
 from nurture.errors import Problem
 from nurture.models import Contact, ContentSent, Event, Touch
 from nurture.outbound.sending import DeliveryReport, deliver
@@ -35,6 +35,7 @@ from nurture.outbound.transport import (
     Transport,
 )
 from nurture.project import validate_project
+from nurture.tick import tick
 from tests.conftest import REPO, make_settings
 from tests.seeding import RecordingDispatcher
 

@@ -10,11 +10,12 @@ from sqlalchemy import select
 
 from nurture.app import Nurture
 from nurture.clock import FakeClock
-from nurture.engine import enroll, tick
+from nurture.engine import enroll
 from nurture.intake.contacts import import_contacts
 from nurture.models import Touch
 from nurture.outbound.sending import deliver
 from nurture.outbound.transport import OutboxTransport
+from nurture.tick import tick
 from tests.conftest import make_settings
 from tests.seeding import RecordingDispatcher
 

@@ -8,8 +8,9 @@ from click.testing import CliRunner
 
 from nurture.app import Nurture
 from nurture.cli import main
-from nurture.engine import enroll, pause_campaign, tick
+from nurture.engine import enroll, pause_campaign
 from nurture.report import status
+from nurture.tick import tick
 from tests.test_engine import (
     RecordingDispatcher,
     add_contact,

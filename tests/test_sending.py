@@ -22,7 +22,7 @@ from sqlalchemy import select, text, update
 
 from nurture.app import Nurture
 from nurture.clock import FakeClock
-from nurture.engine import enroll, tick
+from nurture.engine import enroll
 from nurture.inbound.inbox import record_reply
 from nurture.intake.referrals import add_referral
 from nurture.models import Contact, Enrollment
@@ -32,6 +32,7 @@ from nurture.outbound.smtp import SmtpTransport
 from nurture.outbound.transport import Staged, TransientDeliveryError
 from nurture.outbound.unsubscribe import unsubscribe
 from nurture.report import status
+from nurture.tick import tick
 from nurture.worker import jobs
 from tests.test_engine import (
     RecordingDispatcher,

@@ -7,8 +7,9 @@ to fix it. Unknown keys are errors: a `wiat:` silently ignored sends an email at
 Validation has three layers, all run so that one pass reports everything:
 1. PyYAML composes the document into nodes, which remember their lines
 (:mod:`nurture.content.yamlfile`);
-2. pydantic checks shape, types and single values (the `_Raw*` models);
-3. checks across fields (`_cross_checks`) and across files (`load_campaigns`).
+2. pydantic checks shape, types and single values (the `_Raw*` models of
+   :mod:`nurture.content.campaign_schema`);
+3. checks across fields (`cross_checks`, there too) and across files (`load_campaigns`).
 Only a file that passes all of them becomes a frozen :class:`Campaign`.
 
 A step may also pick an item from the content library (``content: {kind: article}``, see
@@ -25,23 +26,20 @@ stops. Each pass is a *round*; a touch's round is part of its identity (see :fun
 from __future__ import annotations
 
 import hashlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo
+from pydantic import ValidationError
 
-from nurture.content.yamlfile import ancestors as _ancestors
-from nurture.content.yamlfile import hint as _hint
-from nurture.content.yamlfile import line_of, parse, pydantic_problems
-from nurture.errors import CampaignError, Problem
-from nurture.outbound.render import layout_file
-from nurture.schedule import WEEKDAYS, SendWindow, Wait, parse_hours, parse_wait, zone_named
+from ..errors import CampaignError, Problem
+from ..schedule import WEEKDAYS, SendWindow, Wait, parse_hours, parse_wait
+from .campaign_schema import MATCH_DEFAULT, MODELS, SLUG, RawCampaign, cross_checks
+from .yamlfile import ancestors as _ancestors
+from .yamlfile import hint as _hint
+from .yamlfile import line_of, parse, pydantic_problems
 
-SLUG = re.compile(r"[a-z0-9][a-z0-9-]*")
 RESERVED_FILES = frozenset({"library.yaml", "library.yml"})  # the content library
-MATCH_DEFAULT = ("interests", "role")
 #: The trigger key of a sequence touch after the first round: "round-2", "round-3"...
 ROUND_PREFIX = "round-"
 
@@ -199,181 +197,6 @@ def load_campaigns(campaigns_dir: Path, templates_dir: Path) -> dict[str, Campai
     return {item.campaign.id: item.campaign for item in loaded if item.campaign}
 
 
-# -- layer 2: shape, types and single values --------------------------------------------------
-
-
-def _slug(value: str) -> str:
-    if not SLUG.fullmatch(value):
-        raise ValueError(f'"{value}" is not an id; use lowercase letters, digits and hyphens')
-    return value
-
-
-def _text(value: str) -> str:
-    if not value.strip():
-        raise ValueError("must not be empty")
-    return value
-
-
-def _template(value: str, info: ValidationInfo) -> str:
-    root: Path = info.context["templates_dir"]
-    path = root / value
-    if Path(value).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
-        raise ValueError(f'"{value}" must be a path inside the templates folder {root}')
-    if not path.is_file():
-        raise ValueError(f'template "{value}" not found in {root}')
-    return value
-
-
-def _layout(value: str, info: ValidationInfo) -> str:
-    _slug(value)
-    root: Path = info.context["templates_dir"]
-    if not (root / layout_file(value)).is_file():
-        raise ValueError(f'layout "{value}" needs the file {layout_file(value)} in {root}')
-    return value
-
-
-def _check(parse: Any) -> AfterValidator:
-    """Validate a string with a schedule parser but keep the string; `_build` parses it again."""
-    return AfterValidator(lambda value: (parse(value), value)[1])
-
-
-Slug = Annotated[str, AfterValidator(_slug)]
-Text = Annotated[str, AfterValidator(_text)]
-Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]  # schedule.WEEKDAYS
-
-
-class _Strict(BaseModel):
-    # strict: `trigger_only: "no"` is an error, not True; forbid: `wiat:` is an error.
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class _RawAudience(_Strict):
-    tags: list[Text] = []
-
-
-class _RawWindow(_Strict):
-    days: Annotated[list[Weekday], Field(min_length=1)] = ["mon", "tue", "wed", "thu", "fri"]
-    hours: Annotated[str, _check(parse_hours)]
-    timezone: Annotated[str, _check(lambda name: name == "contact" or zone_named(name))] = "contact"
-
-
-class _RawOnReferral(_Strict):
-    send: Slug | None = None
-    then_enroll: Slug | None = None
-
-
-class _RawContent(_Strict):
-    kind: Literal["article", "book"]
-    match: list[Literal["interests", "role"]] = list(MATCH_DEFAULT)
-
-
-class _RawStep(_Strict):
-    id: Slug
-    subject: Text
-    template: Annotated[str, AfterValidator(_template)]
-    wait: Annotated[str, _check(parse_wait)] | None = None
-    trigger_only: bool = False
-    content: _RawContent | None = None
-    thread: Slug | None = None
-    layout: Annotated[str, AfterValidator(_layout)] = "personal"
-
-
-class _RawCampaign(_Strict):
-    id: Slug
-    name: Text
-    description: str = ""
-    audience: _RawAudience = _RawAudience()
-    stop_on: list[Literal["reply", "referral"]] = ["reply", "referral"]
-    send_window: _RawWindow | None = None
-    on_referral: _RawOnReferral | None = None
-    steps: Annotated[list[_RawStep], Field(min_length=1)]
-    repeat_from: Slug | None = None
-
-
-# The model of the mapping at a path (list indexes left out), to name the fields it takes.
-_MODELS: dict[str, type[BaseModel]] = {
-    "": _RawCampaign, "audience": _RawAudience, "send_window": _RawWindow,
-    "on_referral": _RawOnReferral, "steps": _RawStep, "steps.content": _RawContent,
-}
-# -- layer 3: checks across fields ------------------------------------------------------------
-
-
-def _cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """Problems that involve more than one field, as (field path, message).
-
-    Reads the raw data defensively instead of the validated model, so that these problems are
-    reported together with those of layer 2 rather than only once those are fixed.
-    """
-    found: list[tuple[str, str]] = []
-    steps = data.get("steps") if isinstance(data.get("steps"), list) else []
-    steps = [s if isinstance(s, dict) else {"trigger_only": True} for s in steps]  # see layer 2
-    ids: dict[str, int] = {}
-    for i, step in enumerate(steps):
-        if isinstance(sid := step.get("id"), str) and sid in ids:
-            found.append((f"steps[{i}].id", f'"{sid}" is already the id of steps[{ids[sid]}]'))
-        elif isinstance(sid, str):
-            ids[sid] = i
-    sequence = [i for i, step in enumerate(steps) if step.get("trigger_only") is not True]
-    if steps and not sequence:
-        found.append(("steps", "every step is trigger_only; add one that is sent in turn"))
-    for i, step in enumerate(steps):
-        if i in sequence[1:] and step.get("wait") is None:
-            found.append((f"steps[{i}].wait", 'is required after the first step, e.g. "5 days"'))
-        elif i not in sequence and step.get("wait") is not None:
-            found.append((f"steps[{i}].wait", "a trigger_only step is sent as soon as the send "
-                                              "window allows; remove the wait"))
-    found += _step_links(steps, ids)
-    found += _repeat(data.get("repeat_from"), steps, ids)
-    if isinstance(on_referral := data.get("on_referral"), dict):
-        send, enroll = on_referral.get("send"), on_referral.get("then_enroll")
-        if send is None and enroll is None:
-            found.append(("on_referral", "give send (a step id), then_enroll (a campaign) or both"))
-        if isinstance(send, str) and send not in ids:
-            found.append(("on_referral.send", f'no step has id "{send}"{_hint(send, list(ids))}'))
-        elif isinstance(send, str) and ids[send] in sequence:
-            found.append(("on_referral.send", f'step "{send}" is in the sequence, so everyone '
-                          "would get it in turn too; give it `trigger_only: true`"))
-        if enroll is not None and enroll == data.get("id"):
-            found.append(("on_referral.then_enroll", "a campaign cannot enroll into itself"))
-    return found
-
-
-def _step_links(steps: list[dict[str, Any]], ids: dict[str, int]) -> list[tuple[str, str]]:
-    """`thread` names an earlier step; the card layout shows a picked item, so needs content."""
-    found: list[tuple[str, str]] = []
-    for i, step in enumerate(steps):
-        target = step.get("thread")
-        if isinstance(target, str) and target not in ids:
-            found.append((f"steps[{i}].thread",
-                          f'no step has id "{target}"{_hint(target, list(ids))}'))
-        elif isinstance(target, str) and ids[target] == i:
-            found.append((f"steps[{i}].thread", "a step cannot reply to itself"))
-        elif isinstance(target, str) and ids[target] > i:
-            found.append((f"steps[{i}].thread", f'step "{target}" comes later (steps'
-                          f"[{ids[target]}]); a step can only reply to an earlier one"))
-        if step.get("layout") == "card" and step.get("content") is None:
-            found.append((f"steps[{i}].layout", "the card layout shows an item from the library; "
-                          "add content: {kind: article} (or book), or use layout: personal"))
-    return found
-
-
-def _repeat(target: Any, steps: list[dict[str, Any]], ids: dict[str, int]
-            ) -> list[tuple[str, str]]:
-    """``repeat_from`` names a step of the sequence that waits: a round starts with it."""
-    if not isinstance(target, str):
-        return []
-    if target not in ids:
-        return [("repeat_from", f'no step has id "{target}"{_hint(target, list(ids))}')]
-    step = steps[ids[target]]
-    if step.get("trigger_only") is True:
-        return [("repeat_from", f'step "{target}" is trigger_only; a round repeats steps of '
-                 "the sequence")]
-    if step.get("wait") is None:
-        return [("repeat_from", f'step "{target}" has no wait, so a new round would follow '
-                 f'the last step at once; give steps[{ids[target]}] a wait, e.g. "6 weeks"')]
-    return []
-
-
 # -- one file, through the three layers -------------------------------------------------------
 
 
@@ -403,11 +226,11 @@ class _Loaded:
             found = [("", f"{empty}; a campaign has fields id, name, steps...")]
         else:
             try:
-                raw = _RawCampaign.model_validate(data, context={"templates_dir": templates_dir})
+                raw = RawCampaign.model_validate(data, context={"templates_dir": templates_dir})
             except ValidationError as error:
-                found += pydantic_problems(error, _MODELS)
+                found += pydantic_problems(error, MODELS)
             flagged = {field for field, _ in found}  # say no more about a field already wrong
-            found += [(field, message) for field, message in _cross_checks(data)
+            found += [(field, message) for field, message in cross_checks(data)
                       if not any(a in flagged for a in _ancestors(field))]
         loaded.problems = [loaded.problem(field, message) for field, message in found]
         if raw and not found:
@@ -426,7 +249,7 @@ class _Loaded:
         return Problem(self.file, line_of(self.lines, field), field, message)
 
 
-def _build(raw: _RawCampaign, lines: dict[str, int], source: Path, digest: str) -> Campaign:
+def _build(raw: RawCampaign, lines: dict[str, int], source: Path, digest: str) -> Campaign:
     """The frozen Campaign of a file that passed every check."""
     window = None
     if raw.send_window:

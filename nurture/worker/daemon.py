@@ -19,10 +19,10 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 
 from ..app import Nurture
-from ..engine import tick
 from ..errors import InputError
 from ..inbound.imap import inbox_config
 from ..outbound.transport import open_transport
+from ..tick import tick
 from . import jobs
 from .redis_server import EmbeddedRedis, connect
 from .schedulers import start_schedulers

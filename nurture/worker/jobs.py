@@ -17,10 +17,10 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 
 from ..app import Nurture
-from ..engine import tick
 from ..inbound.imap import poll
 from ..outbound.sending import deliver
 from ..outbound.transport import TransientDeliveryError, open_transport
+from ..tick import tick
 
 log = logging.getLogger(__name__)
 
