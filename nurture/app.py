@@ -22,7 +22,7 @@ from .clock import Clock, SystemClock
 from .content.campaigns import Campaign, load_campaigns
 from .db import Database, open_database
 from .errors import NotFound
-from .models import Campaign as CampaignRow
+from .models import CampaignRow
 from .outbound.render import Renderer
 from .settings import Settings, load_settings
 

@@ -3,7 +3,7 @@
 Every planned email is a :class:`~nurture.models.Touch` row. Rows change state only through
 compare-and-set updates (``UPDATE … WHERE state = … RETURNING``), which behave the same on SQLite
 and PostgreSQL: whoever's update matched the row owns it, and nobody else can. Redis only
-carries the ids of queued rows; if it loses them, :func:`nurture.tick.tick` notices and queues
+carries the ids of queued rows; if it loses them, :func:`nurture.ticking.tick` notices and queues
 them again.
 """
 

@@ -127,7 +127,7 @@ class ContactTag(Base):
     contact: Mapped[Contact] = relationship(back_populates="tags")
 
 
-class Campaign(Base):
+class CampaignRow(Base):
     """A campaign as last seen on disk: the YAML file is the definition, this row its identity."""
 
     __tablename__ = "campaigns"

@@ -10,8 +10,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from .app import Nurture
-from .models import Campaign as CampaignRow
-from .models import Contact, Enrollment, InboxMessage, Touch, TouchState
+from .models import CampaignRow, Contact, Enrollment, InboxMessage, Touch, TouchState
 
 
 @dataclass(frozen=True)

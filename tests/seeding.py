@@ -19,7 +19,7 @@ from nurture.app import Nurture
 from nurture.engine import enroll
 from nurture.intake.contacts import import_contacts
 from nurture.models import Contact, Enrollment, Touch
-from nurture.tick import tick
+from nurture.ticking import tick
 
 CONTACTS = """email,first_name,last_name,organization,role,tags,timezone
 dr.lee@clinic.example,Dana,Lee,Springfield Family Medicine,physician,prospect,America/New_York

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -67,3 +68,42 @@ def test_quickstart_runs_on_embedded_defaults(tmp_path: Path) -> None:
         assert not (demo / ".nurture" / "redis.sock").exists()
     finally:
         shutil.rmtree(demo, ignore_errors=True)
+
+
+def _layout_paths() -> set[str]:
+    """The paths the README's Layout block names, read by their indentation."""
+    block = README.split("## Layout\n", 1)[1].split("```\n", 2)[1]
+    paths, stack = set(), []
+    for line in block.splitlines():
+        name = line.strip().split()[0] if line.strip() else ""
+        if not name:
+            continue
+        depth = (len(line) - len(line.lstrip())) // 2
+        stack = stack[:depth]
+        path = "".join(stack) + name
+        paths.add(path)
+        if name.endswith("/"):
+            stack.append(name)
+    return paths
+
+
+def test_the_readme_layout_lists_every_module_and_nothing_else() -> None:
+    """A newcomer finds where a behaviour lives from the Layout section: it must be the tree."""
+    modules = {str(p.relative_to(REPO)) for p in (REPO / "nurture").rglob("*.py")
+               if "migrations" not in p.parts and not (
+                   p.name == "__init__.py" and p.parent != REPO / "nurture"
+                   and p.parent.name != "cli")}
+    listed = {p for p in _layout_paths() if p.startswith("nurture/") and p.endswith(".py")}
+    assert sorted(modules - listed) == [], "modules missing from the README's Layout"
+    assert sorted(listed - modules) == [], "the README's Layout names modules that do not exist"
+
+
+def test_the_public_api_loads_lazily_and_every_name_resolves() -> None:
+    """`import nurture` (and so `nurture --help`) loads no database, Redis or template library;
+    every name in ``nurture.__all__`` still resolves, to the object its module defines."""
+    code = ("import sys, nurture; heavy = [m for m in ('sqlalchemy', 'redis', 'rq', 'jinja2') "
+            "if m in sys.modules]; print(heavy); import importlib; "
+            "[getattr(nurture, name) for name in nurture.__all__]; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, cwd=REPO, check=True).stdout.split()
+    assert out == ["[]", "ok"]

@@ -25,7 +25,7 @@ from nurture.intake.contacts import import_contacts
 from nurture.intake.referrals import add_referral
 from nurture.models import Enrollment, Touch
 from nurture.report import status
-from nurture.tick import tick
+from nurture.ticking import tick
 from nurture.worker import jobs
 from tests.conftest import make_settings
 

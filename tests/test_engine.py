@@ -38,7 +38,7 @@ from nurture.outbound.sending import DeliveryReport, deliver
 from nurture.outbound.transport import UncertainDeliveryError, open_transport
 from nurture.outbound.unsubscribe import unsubscribe
 from nurture.report import status
-from nurture.tick import tick
+from nurture.ticking import tick
 from nurture.worker import jobs
 from tests.conftest import REPO, make_settings
 from tests.smtp_sink import free_port

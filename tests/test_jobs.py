@@ -92,7 +92,7 @@ def test_job_taken_by_a_worker_killed_before_it_began_is_queued_again(
     from datetime import timedelta
 
     from nurture.models import Touch
-    from nurture.tick import tick
+    from nurture.ticking import tick
 
     add_contacts(app, 2)
     enroll(app, "referral-outreach")

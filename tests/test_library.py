@@ -35,7 +35,7 @@ from nurture.outbound.transport import (
     Transport,
 )
 from nurture.project import validate_project
-from nurture.tick import tick
+from nurture.ticking import tick
 from tests.conftest import REPO, make_settings
 from tests.seeding import RecordingDispatcher
 

@@ -15,7 +15,7 @@ from nurture.intake.contacts import import_contacts
 from nurture.models import Touch
 from nurture.outbound.sending import deliver
 from nurture.outbound.transport import OutboxTransport
-from nurture.tick import tick
+from nurture.ticking import tick
 from tests.conftest import make_settings
 from tests.seeding import RecordingDispatcher
 

@@ -10,7 +10,7 @@ from nurture.app import Nurture
 from nurture.cli import main
 from nurture.engine import enroll, pause_campaign
 from nurture.report import status
-from nurture.tick import tick
+from nurture.ticking import tick
 from tests.test_engine import (
     RecordingDispatcher,
     add_contact,

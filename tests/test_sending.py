@@ -32,7 +32,7 @@ from nurture.outbound.smtp import SmtpTransport
 from nurture.outbound.transport import Staged, TransientDeliveryError
 from nurture.outbound.unsubscribe import unsubscribe
 from nurture.report import status
-from nurture.tick import tick
+from nurture.ticking import tick
 from nurture.worker import jobs
 from tests.test_engine import (
     RecordingDispatcher,

@@ -1,0 +1,1 @@
+"""What is sent: campaign files and the content library, read and validated."""

@@ -1,0 +1,1 @@
+"""What comes back: replies, out-of-office notices, bounces and complaints."""

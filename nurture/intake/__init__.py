@@ -1,0 +1,1 @@
+"""Who comes in: contacts and referrals, by hand, from CSV files or webhooks."""

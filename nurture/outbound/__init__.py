@@ -1,0 +1,1 @@
+"""What goes out: a planned touch composed, rendered and handed to the mail server."""

@@ -19,8 +19,7 @@ from sqlalchemy.orm import Session
 from ..app import Nurture
 from ..content.campaigns import Campaign, round_of
 from ..limits import take_send
-from ..models import Campaign as CampaignRow
-from ..models import ContactStatus, EnrollmentState, Touch, TouchState
+from ..models import CampaignRow, ContactStatus, EnrollmentState, Touch, TouchState
 from ..schedule import in_window, next_window_opening
 
 LATER = "later"  # outside the send window, or the mailbox's limits: rescheduled, not skipped

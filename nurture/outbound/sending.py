@@ -18,7 +18,7 @@ A worker killed before the mark leaves the row ``sending``: nothing reached anyo
 its lease runs out the tick plans it again. Killed after the mark, it leaves the row
 ``transmitting``, which the tick turns into ``uncertain`` (possibly delivered): never resent
 blindly, never dropped, settled by ``nurture resolve``
-(:func:`nurture.tick.recover_expired_claims`). Each step after the claim compares the claim's
+(:func:`nurture.ticking.recover_expired_claims`). Each step after the claim compares the claim's
 attempt number, so a worker whose lease ran out can never touch a row claimed again since.
 """
 
@@ -338,7 +338,7 @@ def _count_attempt(app: Nurture, touch_id: int, exc: Exception, report: Delivery
     """A row that could not even be claimed: count the attempt, and give up after the last.
 
     It stays queued under this job; once the job ends the next tick plans it again (see
-    :func:`nurture.tick.tick`), so it is retried without blocking the rest of its batch.
+    :func:`nurture.ticking.tick`), so it is retried without blocking the rest of its batch.
     """
     limit = app.settings.worker_max_attempts
     with app.db.transaction() as session:

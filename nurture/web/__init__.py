@@ -1,0 +1,1 @@
+"""`nurture serve`: one-click unsubscribe pages and signed webhooks."""

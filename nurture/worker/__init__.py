@@ -1,0 +1,1 @@
+"""The worker daemon and its RQ jobs: the only package that imports rq."""

@@ -22,7 +22,7 @@ from ..app import Nurture
 from ..errors import InputError
 from ..inbound.imap import inbox_config
 from ..outbound.transport import open_transport
-from ..tick import tick
+from ..ticking import tick
 from . import jobs
 from .redis_server import EmbeddedRedis, connect
 from .schedulers import start_schedulers

@@ -20,7 +20,7 @@ from ..app import Nurture
 from ..inbound.imap import poll
 from ..outbound.sending import deliver
 from ..outbound.transport import TransientDeliveryError, open_transport
-from ..tick import tick
+from ..ticking import tick
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,7 @@ from sqlalchemy import select, update
 
 from .app import Nurture
 from .engine import log_event
-from .models import Campaign as CampaignRow
-from .models import Enrollment, Touch, TouchState
+from .models import CampaignRow, Enrollment, Touch, TouchState
 
 MAX_BATCHES_PER_TICK = 200
 
