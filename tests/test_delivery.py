@@ -133,20 +133,19 @@ def test_server_that_stays_down_is_transient_not_a_reconnect_loop(sink):
 
 
 def test_connection_refused_is_transient_and_immediate():
-    started = time.monotonic()
-    with pytest.raises(TransientDeliveryError, match="cannot connect"):
-        SmtpTransport(f"smtp://127.0.0.1:{free_port()}", timeout=5).send(make_message())
-    assert time.monotonic() - started < 4  # refused at once, not after the 5 s timeout
+    """Refused at once (ECONNREFUSED), not after waiting out the timeout."""
+    with pytest.raises(TransientDeliveryError, match="cannot connect") as caught:
+        SmtpTransport(f"smtp://127.0.0.1:{free_port()}", timeout=60).send(make_message())
+    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
 
 
 def test_server_that_never_greets_times_out_as_transient():
     """A listening socket that accepts but never speaks: the timeout must bound the wait."""
     with socket.create_server(("127.0.0.1", 0)) as silent:
         port = silent.getsockname()[1]
-        started = time.monotonic()
-        with pytest.raises(TransientDeliveryError):
+        with pytest.raises(TransientDeliveryError) as caught:
             SmtpTransport(f"smtp://127.0.0.1:{port}", timeout=0.3).send(make_message())
-        assert time.monotonic() - started < 10  # bounded by the timeout, not smtplib's wait
+        assert "timed out" in str(caught.value)  # after our 0.3 s, pytest-timeout bounds it
 
 
 @pytest.mark.parametrize(
@@ -229,8 +228,7 @@ def test_connection_lost_after_data_is_uncertain_and_not_resent(sink, reused):
             transport.send(make_message(n=2))
     assert caught.value.recipient == "dr.ada@clinic.example"
     # The server did get it: that is exactly why a resend would be a duplicate.
-    time.sleep(0.1)
-    ids = [m["Message-ID"] for m in sink.messages]
+    ids = [m["Message-ID"] for m in sink.wait_for(2 if reused else 1)]
     assert ids.count("<touch-2.enrollment-7@practice.example>") == 1
     assert sink.connections == 1
 

@@ -331,9 +331,7 @@ def test_sandbox_refuses_escapes(renderer: Renderer, templates: Path, context: d
 def test_runaway_templates_fail_fast(renderer: Renderer, templates: Path, context: dict,
                                      code: str) -> None:
     write(templates, "r.mjml", f"<mj-text>{code}</mj-text>")
-    started = time.monotonic()
-    problems = problems_of(renderer, "r.mjml", context)
-    assert time.monotonic() - started < 2
+    problems = problems_of(renderer, "r.mjml", context)  # pytest-timeout bounds a runaway
     assert problems and problems[0].file == str(templates / "r.mjml")
     assert re.match(r"over a limit: |RecursionError", problems[0].message), problems[0].message
 
