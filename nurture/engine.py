@@ -68,12 +68,13 @@ def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment_id
     zone = app.zone_for(contact_timezone, window.timezone if window else None)
     wait = step.wait if round_of(trigger_key) is not None else None
     dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    return session.scalar(
+    planned: int | None = session.scalar(
         dialect.insert(Touch).values(
             enrollment_id=enrollment_id, step_id=step.id, trigger_key=trigger_key,
             due_at=due_at(after, wait, window, zone), created_at=app.now(),
             state=TouchState.SCHEDULED, attempts=0)
         .on_conflict_do_nothing().returning(Touch.id))
+    return planned
 
 
 class TouchKey(Protocol):

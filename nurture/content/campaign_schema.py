@@ -36,8 +36,14 @@ def _text(value: str) -> str:
     return value
 
 
+def _templates_dir(info: ValidationInfo) -> Path:
+    """The templates folder, passed in the validation context by the loader."""
+    assert isinstance(info.context, dict)
+    return Path(info.context["templates_dir"])
+
+
 def _template(value: str, info: ValidationInfo) -> str:
-    root: Path = info.context["templates_dir"]
+    root = _templates_dir(info)
     path = root / value
     if Path(value).is_absolute() or not path.resolve().is_relative_to(root.resolve()):
         raise ValueError(f'"{value}" must be a path inside the templates folder {root}')
@@ -48,7 +54,7 @@ def _template(value: str, info: ValidationInfo) -> str:
 
 def _layout(value: str, info: ValidationInfo) -> str:
     _slug(value)
-    root: Path = info.context["templates_dir"]
+    root = _templates_dir(info)
     if not (root / layout_file(value)).is_file():
         raise ValueError(f'layout "{value}" needs the file {layout_file(value)} in {root}')
     return value
@@ -86,7 +92,7 @@ class _RawOnReferral(_Strict):
 
 class _RawContent(_Strict):
     kind: Literal["article", "book"]
-    match: list[Literal["interests", "role"]] = list(MATCH_DEFAULT)
+    match: list[Literal["interests", "role"]] = ["interests", "role"]  # MATCH_DEFAULT
 
 
 class _RawStep(_Strict):
@@ -127,8 +133,10 @@ def cross_checks(data: dict[str, Any]) -> list[tuple[str, str]]:
     reported together with those of layer 2 rather than only once those are fixed.
     """
     found: list[tuple[str, str]] = []
-    steps = data.get("steps") if isinstance(data.get("steps"), list) else []
-    steps = [s if isinstance(s, dict) else {"trigger_only": True} for s in steps]  # see layer 2
+    listed = data.get("steps")
+    steps: list[dict[str, Any]] = [
+        s if isinstance(s, dict) else {"trigger_only": True}  # see layer 2
+        for s in (listed if isinstance(listed, list) else [])]
     ids: dict[str, int] = {}
     for i, step in enumerate(steps):
         if isinstance(sid := step.get("id"), str) and sid in ids:

@@ -256,7 +256,8 @@ def _build(raw: RawCampaign, lines: dict[str, int], source: Path, digest: str) -
         days = frozenset(WEEKDAYS.index(day) for day in raw.send_window.days)
         start, end = parse_hours(raw.send_window.hours)
         window = SendWindow(days, start, end, raw.send_window.timezone)
-    referral = raw.on_referral and OnReferral(raw.on_referral.send, raw.on_referral.then_enroll)
+    referral = OnReferral(raw.on_referral.send, raw.on_referral.then_enroll) \
+        if raw.on_referral else None
     steps = tuple(
         Step(s.id, s.subject, s.template, parse_wait(s.wait) if s.wait else None, s.trigger_only,
              line_of(lines, f"steps[{i}]") or 1,

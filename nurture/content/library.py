@@ -200,12 +200,12 @@ def _read_file(path: Path, problems: list[Problem]) -> list[Item]:
     for key, entries in (("articles", raw.articles), ("books", raw.books)):
         for i, entry in enumerate(entries):
             values = entry.model_dump()
-            values["id"] = values["id"] or _default_id(entry.title)
+            values["id"] = values["id"] or _default_id(values["title"])
             if not values["id"]:
                 problems.append(Problem(file, line_of(lines, f"{key}[{i}]"), f"{key}[{i}].id",
                                         "give this item an id (its title makes none)"))
                 continue
-            values["tags"], values["audiences"] = tuple(entry.tags), tuple(entry.audiences)
+            values["tags"], values["audiences"] = tuple(values["tags"]), tuple(values["audiences"])
             items.append(Item(kind=KINDS[key], file=file,
                               line=line_of(lines, f"{key}[{i}]") or 1, **values))
     return items

@@ -49,7 +49,7 @@ _CHUNK = 500  # addresses per IN (...) look-up, well inside every driver's param
 VIEW_FIELDS = ("first_name", "last_name", "email", "organization", "role")
 # Checked before writing, because PostgreSQL would reject longer values half-way through.
 _LIMITS = {**{c.name: c.type.length for c in Contact.__table__.c if isinstance(c.type, String)},
-           "tag": ContactTag.__table__.c.tag.type.length}
+           "tag": ContactTag.__table__.c.tag.type.length}  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ def import_contacts(db: Database, path: Path, clock: Clock) -> ImportResult:
     """
     rows, now, counts = _validate(path), clock.now(), {"created": 0, "updated": 0, "unchanged": 0}
     with db.transaction() as session:
-        emails, existing = [row["email"] for row in rows], {}
+        emails = [row["email"] for row in rows]
+        existing: dict[str, Contact] = {}
         for start in range(0, len(emails), _CHUNK):
             query = select(Contact).where(Contact.email.in_(emails[start:start + _CHUNK]))
             existing.update((contact.email, contact) for contact in session.scalars(query))
@@ -244,7 +245,9 @@ def _validate(path: Path) -> list[dict[str, Any]]:
         if table or not problems:  # (an unreadable file has said so already)
             problems.append(Problem(where, head, "email", "a header row naming email is required"))
         raise ContactsError(problems)
-    rows, first_line, alias_line = [], {}, {}
+    rows: list[dict[str, Any]] = []
+    first_line: dict[str, int] = {}
+    alias_line: dict[str, int] = {}
     for line, cells in table[1:]:
         def bad(field: str, message: str, line: int = line) -> None:
             problems.append(Problem(where, line, field, message))

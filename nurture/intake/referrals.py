@@ -126,7 +126,7 @@ def record_referral(app: Nurture, session: Session, email: str, on: date,
     for enrollment in thanking:
         campaign = app.campaigns.get(enrollment.campaign_id)
         rule = campaign.on_referral if campaign else None
-        if rule is None:
+        if campaign is None or rule is None:
             continue
         if rule.send and thanked is None:  # one thank-you per source per day
             step = campaign.step(rule.send)
@@ -174,7 +174,7 @@ def care_campaign(app: Nurture) -> Campaign | None:
     targets = {c.on_referral.then_enroll for c in campaigns.values()
                if c.on_referral and c.on_referral.then_enroll}
     found = [campaigns[t] for t in sorted(targets)
-             if t in campaigns and campaigns[t].on_referral and campaigns[t].on_referral.send]
+             if t in campaigns and (rule := campaigns[t].on_referral) and rule.send]
     return found[0] if len(found) == 1 else None
 
 

@@ -1,13 +1,14 @@
 """Alembic environment: runs against the engine nurture hands over, never a URL from an ini."""
 
 from alembic import context
+from sqlalchemy import Connection
 
 from nurture.models import Base
 
 
-def run(connection: object) -> None:
+def run(connection: Connection) -> None:
     context.configure(connection=connection, target_metadata=Base.metadata,
-                      render_as_batch=connection.dialect.name == "sqlite")  # type: ignore[attr-defined]
+                      render_as_batch=connection.dialect.name == "sqlite")
     with context.begin_transaction():
         context.run_migrations()
 

@@ -155,7 +155,7 @@ _FACTS = select(
 
 def facts_of(session: Session, contact_ids: Collection[int]) -> dict[int, Facts]:
     """:func:`prepare_touch`'s relationship facts for many contacts, in two statements."""
-    facts = {contact_id: (0, None, 0) for contact_id in contact_ids}
+    facts: dict[int, Facts] = {contact_id: (0, None, 0) for contact_id in contact_ids}
     for contact_id, count, last in session.execute(_REFERRALS_OF, {"b_contacts": list(facts)}):
         facts[contact_id] = (count, last, 0)
     for contact_id, sent in session.execute(_SENT_TO, {"b_contacts": list(facts)}):

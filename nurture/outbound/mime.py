@@ -22,7 +22,7 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.quoprimime import body_encode
 from email.utils import format_datetime, formataddr
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from .render import RenderedEmail, one_line
@@ -83,11 +83,12 @@ class _VerbatimHeader(UnstructuredHeader):
     The folding lives on the header, so any generator policy keeps it."""
 
     def fold(self, *, policy: Any) -> str:
-        return _fold_words(self.name, str(self), policy.linesep)
+        return _fold_words(str(self.name), str(self), policy.linesep)  # type: ignore[attr-defined]
 
 
 def _fold_words(name: str, value: str, linesep: str = "\r\n") -> str:
-    lines, line = [], f"{name}:"
+    lines: list[str] = []
+    line = f"{name}:"
     for word in value.split():
         if len(line) + 1 + len(word) > 78 and line != f"{name}:":
             lines, line = [*lines, line], ""
@@ -98,7 +99,7 @@ def _fold_words(name: str, value: str, linesep: str = "\r\n") -> str:
 _VERBATIM = ("List-Unsubscribe", "In-Reply-To", "References")
 _HEADERS = HeaderRegistry()
 for _name in _VERBATIM:
-    _HEADERS.map_to_type(_name.lower(), _VerbatimHeader)
+    _HEADERS.map_to_type(_name.lower(), _VerbatimHeader)  # type: ignore[arg-type]
 #: SMTP: ``as_bytes()`` is exactly what an SMTP server or an ``.eml`` file receives (CRLF).
 _POLICY = SMTP.clone(header_factory=_HEADERS)
 
@@ -133,6 +134,7 @@ def wire_bytes(message: EmailMessage) -> bytes:
 
 
 _CRLF = "\r\n"
+M = TypeVar("M", bound=EmailMessage)
 Headers = list[tuple[str, Any]]  # (name, value folded with CRLF, or a header object)
 
 
@@ -181,7 +183,7 @@ def _part(subtype: str, body: str) -> tuple[EmailMessage, str]:
     return _message(EmailMessage, headers, encoded), f"{_write(headers)}{_CRLF}{encoded}"
 
 
-def _message(cls: type[EmailMessage], headers: Headers, payload: Any) -> Any:
+def _message(cls: type[M], headers: Headers, payload: Any) -> M:
     message = cls(policy=_POLICY)
     for name, value in headers:
         message.set_raw(name, value)

@@ -147,10 +147,10 @@ class Renderer:
         self.max_iterations = max_iterations
         #: How many times MJML has compiled a (layout, template) pair: the cache's misses.
         self.compile_count = 0
-        limits = {"max_size": max_output_bytes, "max_iterations": max_iterations,
-                  "max_seconds": max_render_seconds}
-        self._html_env = BoundedSandbox(autoescape=True, **limits)
-        self._text_env = BoundedSandbox(autoescape=False, **limits)
+        self._html_env, self._text_env = (
+            BoundedSandbox(autoescape=escape, max_size=max_output_bytes,
+                           max_iterations=max_iterations, max_seconds=max_render_seconds)
+            for escape in (True, False))
         self._cache: OrderedDict[str, _Compiled] = OrderedDict()
         self._files: dict[str, tuple[tuple[int, ...], tuple[str, str]]] = {}
         self._subjects: OrderedDict[str, Template] = OrderedDict()
@@ -220,7 +220,9 @@ class Renderer:
         return read
 
     def _read_file(self, path: Path, field: str) -> tuple[str, str]:
-        fail = lambda message: TemplateError([Problem(str(path), None, field, message)])  # noqa: E731
+        def fail(message: str) -> TemplateError:
+            return TemplateError([Problem(str(path), None, field, message)])
+
         if not path.resolve().is_relative_to(self.templates_dir.resolve()):
             raise fail(f"is outside the templates folder {self.templates_dir}")
         try:

@@ -130,7 +130,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         self.globals["range"] = self._range
         self.filters["default"] = self.filters["d"] = _default
         self.filters = {name: self._guard(name, f) for name, f in self.filters.items()}
-        self.concat = self._concat  # {% set %} blocks, macros and call blocks join through this
+        self.concat = self._concat  # type: ignore[method-assign]  # {% set %} blocks, macros and call blocks join through this
 
     def render_bounded(self, template: Template, context: Mapping[str, Any]) -> str:
         """Render ``template`` within the bounds, streaming so a huge output stops early.
@@ -172,7 +172,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return "" if value is None else self.bound(value)
 
     def _concat(self, parts: Any) -> str:
-        return self.bound("".join(parts))
+        return str(self.bound("".join(parts)))
 
     def _range(self, *args: int) -> range:
         numbers = range(*args)

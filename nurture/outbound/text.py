@@ -261,8 +261,8 @@ def _feed_regular(parser: _TextParser, html: str | Sequence[str]) -> bool:
             found = _tokens(carry + piece, final=False, until=len(carry))
             if found is None:
                 return False
-            tokens, reach = found
-            _replay(parser, tokens)
+            _replay(parser, found[0])
+            reach = found[1]
             if reach < len(carry):  # still not whole
                 carry = (carry + piece)[reach:]
                 continue
@@ -270,8 +270,8 @@ def _feed_regular(parser: _TextParser, html: str | Sequence[str]) -> bool:
         cached = _piece_tokens(piece)
         if cached is None:
             return False
-        tokens, reach = cached
-        _replay(parser, tokens)
+        _replay(parser, cached[0])
+        reach = cached[1]
         carry = piece[reach:]
     if carry:
         found = _tokens(carry, final=True)

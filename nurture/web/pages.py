@@ -244,8 +244,9 @@ def _hook(nurture: Nurture, endpoint: str, validate: Callable[[Any], H],
     """
     body = request.get_data()  # raises 413 past MAX_CONTENT_LENGTH
     secret = webhooks.webhook_secret(nurture.settings)
-    signed = webhooks.verify_signature(secret, request.headers, body, nurture.now())
-    key = webhooks.idempotency_key(request.headers)
+    headers = {name.title(): value for name, value in request.headers.items()}
+    signed = webhooks.verify_signature(secret, headers, body, nurture.now())
+    key = webhooks.idempotency_key(headers)
     payload = webhooks.parse_json(body)
     hook = validate(payload)
     digest = webhooks.canonical_hash(payload)

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable
+from multiprocessing.process import BaseProcess
 from typing import Any
 
 from redis import Redis
@@ -32,13 +33,13 @@ INBOX_JOB = "nurture.worker.jobs.inbox_job"
 
 
 def start_schedulers(redis_url: str, queue: str, interval: int,
-                     inbox_every: int) -> list[multiprocessing.Process]:
+                     inbox_every: int) -> list[BaseProcess]:
     """Start both children; they die with this process. ``inbox_every`` 0: no inbox poll."""
     spawn = multiprocessing.get_context("spawn")
-    children = [spawn.Process(target=_child_main, args=(os.getpid(), redis_url, role, queue,
-                                                         interval, inbox_every),
-                              name=f"nurture-{role}", daemon=True)
-                for role in ("cron", "scheduler")]
+    children: list[BaseProcess] = [
+        spawn.Process(target=_child_main, name=f"nurture-{role}", daemon=True,
+                      args=(os.getpid(), redis_url, role, queue, interval, inbox_every))
+        for role in ("cron", "scheduler")]
     for child in children:
         child.start()
     return children
