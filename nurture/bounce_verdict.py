@@ -60,7 +60,7 @@ RULES: list[tuple[str, bool, re.Pattern[str]]] = [
         r"insufficient (disk |system )?(space|storage)", r"not enough (storage|space)",
         r"space not enough", r"exceeded (its |the )?storage", r"user is over", r"full mail ?box",
         r"disk full", r"mailfolder is full", r"mail ?box size limit", r"too many messages",
-        r"too much mail")),
+        r"too much mail", r"容量(超過|オーバー|不足)|メールボックスがいっぱい|邮箱已满|空间不足")),
     ("mesgtoobig", False, _rx(
         r"message (size )?(is )?too (big|large)", r"exceeds? (the )?(maximum|max\w*|size)",
         r"size (limit )?exceed", r"message length exceeds", r"too large")),
@@ -107,7 +107,9 @@ RULES: list[tuple[str, bool, re.Pattern[str]]] = [
         r"address (is )?invalid", r"invalid address", r"mailbox not available",
         r"(wrong|no longer valid) .{0,20}address|address is wrong", r"could not be found",
         r"no final (e-?mail )?delivery point", r"no matches to nameserver query",
-        r"did not exactly match an? [\w. ]*address", r"not a member of (this|the) domain")),
+        r"did not exactly match an? [\w. ]*address", r"not a member of (this|the) domain",
+        r"宛先不明|(ユーザー?|アドレス|宛先)が(存在しません|見つかりません)|存在しない(ユーザー?|アドレス)",
+        r"用户不存在|收件人不存在|无此用户|帐号不存在|账号不存在")),
     ("hostunknown", True, _rx(
         r"host (or domain name )?(not found|unknown)", r"host [\w.-]+ (not found|unknown)",
         r"unknown host", r"host unknown",
@@ -117,7 +119,8 @@ RULES: list[tuple[str, bool, re.Pattern[str]]] = [
         r"no mx (record|host)", r"nxdomain", r"domain (is )?invalid", r"invalid domain",
         r"recipient domain .{0,40}does not exist", r"not a valid domain",
         r"account or domain may not exist",
-        r"(couldn't|could not|unable to) find (a |any )?(mail exchanger|host)")),
+        r"(couldn't|could not|unable to) find (a |any )?(mail exchanger|host)",
+        r"ドメインが存在しません|域名不存在")),
     ("notaccept", True, _rx(
         r"null mx", r"does not accept (e-?)?mail", r"not accept(ing)? (any )?(e-?)?mail",
         r"accepts no mail", r"no mail (is )?accepted", r"indicated no smtp service",
