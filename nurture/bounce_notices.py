@@ -46,12 +46,11 @@ class Failure:
 # A mail system speaking, not a person: who it is from, what it is called, what it says.
 _DAEMON_SENDER = re.compile(
     r"^(mailer-daemon|postmaster|post_master|mail(er)?[-_.]?delivery|mdaemon|mail-?daemon|"
-    r"bounces?|nobody|double-bounce|returned|ndr|mail\.delivery\.system|e\d+_smtp_mail_service|"
-    r"imss|virus\w*|\w*antivirus\w*|mail-?admin|mailadm)(@|$)|^$", re.IGNORECASE)
+    r"bounces?|nobody|double-bounce|returned|mail\.delivery\.system|imss|mail-?admin|mailadm)"
+    r"(@|$)|^$", re.IGNORECASE)
 _DAEMON_NAME = _rx(r"mail(er)? ?-?(delivery|daemon|deliver)", r"postmaster",
                    r"system administrator", r"mail ?system", r"e-mail interconnect",
-                   r"delivery (subsystem|service)", r"mail administrator", r"jetmail system",
-                   r"mailserver$", r"\blsmtp\b")
+                   r"delivery (subsystem|service)", r"mail administrator", r"mailserver$")
 BOUNCE_SUBJECT = _rx(
     r"undeliver", r"undelivered", r"delivery (status notification|failure|has failed|failed|"
     r"notification|report)", r"returned mail", r"mail delivery (failed|failure|system|error)",
@@ -59,8 +58,8 @@ BOUNCE_SUBJECT = _rx(
     r"mail system error", r"error sending your mail", r"returned to sender", r"mail failure",
     r"delivery problem", r"loop alert", r"warning: could not send", r"nondeliverable",
     r"rejected mail", r"unzustellbar", r"non remis", r"no se puede entregar",
-    r"errors from", r"message not delivered", r"^\s*mail( error)?\s*$", r"mail not delivered",
-    r"failed mail", r"delivery (warning|delayed)", r"message delayed", r"processing error",
+    r"errors from", r"message not delivered", r"^\s*mail\s*$", r"mail not delivered",
+    r"failed mail", r"delivery delayed", r"message delayed",
     r"^\s*warning: message .{0,40}delayed", r"^\s*delayed mail", r"failure delivery",
     r"nameserver error report", r"automatically rejected", r"could not be delivered",
     r"配信(不能|エラー|できません|失敗)", r"不達", r"送信(エラー|失敗|できませんでした)",
@@ -77,14 +76,11 @@ FAILURE_WORDS = _rx(
     r"duplicated message-id", r"temporary (failure|error)", r"retry time",
     r"not yet been delivered", r"delivery (is )?delayed", r"has been delayed",
     r"(not|n't) (been )?(able|possible) to deliver", r"was not able to deliver",
-    r"did not receive (this|your) message", r"message (was )?not delivered", r"not delivered to",
-    r"delivery failed", r"has been postponed", r"could not be reached",
-    r"encountered (an error|delivery problems)", r"was automatically rejected",
-    r"failed because", r"fatal (delivery )?errors?", r"message not delivered", r"n'a pas pu",
-    r"nicht zugestellt", r"no pudo ser entregado", r"nao pode ser enviada",
-    r"невозможно доставить", r"не может быть доставлено", r"無法|无法|送達できません",
-    r"配信できませんでした|届きませんでした|送信できませんでした|配信されませんでした|宛先不明",
-    r"存在しません|エラーが発生", r"邮件无法发送|退回|无法送达")
+    r"message (was )?not delivered", r"not delivered to", r"delivery failed",
+    r"could not be reached", r"was automatically rejected", r"failed because",
+    r"fatal (delivery )?errors?", r"message not delivered", r"nicht zugestellt",
+    r"送達できません|配信できませんでした|届きませんでした|送信できませんでした|配信されませんでした",
+    r"宛先不明|存在しません|エラーが発生", r"无法投递|无法送达|投递失败|退回")
 _SUCCESS_WORDS = _rx(
     r"successfully delivered", r"delivered successfully", r"delivery (was )?successful",
     r"has been delivered", r"was delivered to", r"relayed to non-?dsn-?aware",
@@ -136,7 +132,7 @@ _LIST_SENDER = re.compile(
     r"mailman|fml|ezmlm|sympa|[^@]+-help)@|@googlegroups\.com$", re.IGNORECASE)
 _LIST_WORDS = _rx(
     r"not a member", r"non-?member", r"members?[- ]only", r"only members", r"moderat(or|ion)",
-    r"held for (approval|review)", r"awaits? (the )?moderator", r"(not|n't) (be )?allowed to post",
+    r"held for (approval|review)", r"(not|n't) (be )?allowed to post",
     r"permission to post", r"rejected by the list", r"not subscribed", r"unsubscribed from",
     r"list (administrator|owner)", r"post(ing)? (to|in) (this|the) (group|list)",
     r"the group you tried to contact", r"die gruppe, die sie kontaktieren", r"google groups",
@@ -156,8 +152,8 @@ def is_list_answer(msg: Message, text: str) -> bool:
 
 # -- failed recipients and the words about each ----------------------------------------------
 _RECIPIENT_LINE = re.compile(
-    r"^\s*(?:final-recipient|original-recipient|recipient address|failed recipient|"
-    r"recipient|intended recipient|error-for|undeliverable address)\s*:\s*(.+)$",
+    r"^\s*(?:final-recipient|original-recipient|recipient address|recipient|"
+    r"undeliverable address)\s*:\s*(.+)$",
     re.IGNORECASE | re.MULTILINE)
 _SENDER_LABEL = _rx(r"\b(from|sender|reply-to|return-path|envelope-from|mail from)\s*:?\s*<?\s*$")
 _ADDRESS = re.compile(r"[\w.+=-]+@[\w-]+(\.[\w-]+)+")

@@ -58,7 +58,7 @@ RULES: list[tuple[str, bool, re.Pattern[str]]] = [
     ("mailboxfull", False, _rx(
         r"mail ?box (is )?(full|over|exceed)", r"mail ?box.{0,30}(is )?full\b", r"quota",
         r"insufficient (disk |system )?(space|storage)", r"not enough (storage|space)",
-        r"space not enough", r"exceeded (its |the )?storage", r"user is over", r"full mail ?box",
+        r"exceeded (its |the )?storage", r"user is over", r"full mail ?box",
         r"disk full", r"mailfolder is full", r"mail ?box size limit", r"too many messages",
         r"too much mail", r"容量(超過|オーバー|不足)|メールボックスがいっぱい|邮箱已满|空间不足")),
     ("mesgtoobig", False, _rx(
@@ -86,8 +86,8 @@ RULES: list[tuple[str, bool, re.Pattern[str]]] = [
         r"temporary failure in name resolution")),
     ("hasmoved", True, _rx(r"has moved", r"address (has )?changed", r"no longer (with|at) ")),
     ("userunknown", True, _rx(
-        r"user (is )?(unknown|not known)(?! host)", r"unknown (or illegal )?(user|recipient|"
-        r"mailbox|local[- ]part|address)", r"addressee unknown",
+        r"user (is )?unknown(?! host)", r"unknown (user|recipient|mailbox|local[- ]part|address)",
+        r"addressee unknown",
         r"no such (user|recipient|mailbox|address|account|person|local user)",
         r"recipient (is )?unknown", r"no mail ?box here", r"no user by that name",
         r"(user|recipient|mail ?box|address|account|e-?mail)\W+(\w+\W+){0,3}"
@@ -106,8 +106,7 @@ RULES: list[tuple[str, bool, re.Pattern[str]]] = [
         r"not listed in (the )?(public name|domino|directory|address book)",
         r"address (is )?invalid", r"invalid address", r"mailbox not available",
         r"(wrong|no longer valid) .{0,20}address|address is wrong", r"could not be found",
-        r"no final (e-?mail )?delivery point", r"no matches to nameserver query",
-        r"did not exactly match an? [\w. ]*address", r"not a member of (this|the) domain",
+        r"no matches to nameserver query", r"did not exactly match an? [\w. ]*address",
         r"宛先不明|(ユーザー?|アドレス|宛先)が(存在しません|見つかりません)|存在しない(ユーザー?|アドレス)",
         r"用户不存在|收件人不存在|无此用户|帐号不存在|账号不存在")),
     ("hostunknown", True, _rx(
@@ -188,7 +187,7 @@ _FILTERING_CARRIER = re.compile(
     r"@([\w-]+\.)*(ezweb\.ne\.jp|au\.com|docomo\.ne\.jp|softbank\.ne\.jp|i\.softbank\.jp|"
     r"vodafone\.ne\.jp|disney\.ne\.jp|pdx\.ne\.jp|willcom\.com|emnet\.ne\.jp|"
     r"ymobile\.ne\.jp)\b", re.IGNORECASE)
-_GENERIC_UNKNOWN = _rx(r"user (is )?unknown", r"unknown user", r"user not known")
+_GENERIC_UNKNOWN = _rx(r"user (is )?unknown", r"unknown user")
 # Codes that leave the address in question: generic (x.0.0), addressing (x.1.x) or protocol
 # (x.5.x); not the mail system (x.3.x), network (x.4.x) or content (x.6.x).
 _ABOUT_ADDRESS = re.compile(r"5\.([015])\.\d+$")
