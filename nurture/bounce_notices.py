@@ -195,7 +195,11 @@ def around(text: str, recipient: str | None, others: list[str] | tuple[str, ...]
     if not recipient:
         return text
     lowered = text.lower()
-    starts = [m.start() for m in re.finditer(re.escape(recipient), lowered)]
+    starts = []
+    at = lowered.find(recipient)
+    while at >= 0:
+        starts.append(at)
+        at = lowered.find(recipient, at + len(recipient))
     if not starts:
         return text
     rivals = [o for o in others if o and o != recipient and recipient not in o]

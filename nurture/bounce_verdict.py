@@ -34,6 +34,7 @@ relaying), and the owner should look at them; they never suppress a recipient.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 __all__ = ["FLAGGED", "HARD_REASONS", "RULES", "best_status", "first_reason", "judge",
            "smtp_stage", "status_in"]
@@ -150,7 +151,7 @@ def judge(status: str | None, text: str, context: str = "",
     the server was answering; ``recipient`` is the failed address, when known. See the module's
     docstring for the order of the evidence.
     """
-    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r"\s+", " ", text[:_MAX_TEXT])
     status = status or ""
     if status in ("5.1.7", "5.1.8") or _SENDER.search(text):
         return "sender", False
@@ -191,6 +192,7 @@ _GENERIC_UNKNOWN = _rx(r"user (is )?unknown", r"unknown user")
 # Codes that leave the address in question: generic (x.0.0), addressing (x.1.x) or protocol
 # (x.5.x); not the mail system (x.3.x), network (x.4.x) or content (x.6.x).
 _ABOUT_ADDRESS = re.compile(r"5\.([015])\.\d+$")
+_MAX_TEXT = 6000  # characters of a report read for one verdict: its words come first
 _PERMANENT_REPLY = re.compile(r"(?<![\w.])55[0-4](?=[ -])")
 _STAGE = re.compile(
     r"(?P<RCPT>in reply to rcpt to|after rcpt( to)?\b|>>> rcpt to|rcpt to command|rcpt to:|"
@@ -206,6 +208,7 @@ def smtp_stage(text: str) -> str | None:
     return match.lastgroup if match else None
 
 
+@lru_cache(maxsize=256)
 def first_reason(text: str) -> str:
     """The reason named by the first of :data:`RULES` that matches ``text``; "" for none."""
     for reason, _hard, pattern in RULES:
