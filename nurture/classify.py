@@ -1,17 +1,23 @@
 """What an incoming email is: a bounce, a complaint, an auto-reply, a person's reply, or other.
 
-:func:`classify` is a pure function of the raw message (and of ``today``, the anchor for
-relative return dates). The order of the checks matters, since the kinds share traits:
+:func:`classify` is a pure function of the raw message (read by
+:func:`nurture.rawmail.parse_raw_message`, which ignores blank lines and an mbox ``From `` line
+before the headers) and of ``today``, the anchor for relative return dates. The order of the
+checks matters, since the kinds share traits:
 
 1. **complaint** that is structurally one: an RFC 5965 feedback report, a Hotmail/Outlook.com
    JMRP report, an Amazon SES complaint, Apple Mail's one-click unsubscribe;
-2. **bounce**: a delivery report about a failure (:mod:`nurture.bounces`); a delivery report
-   that is not about a failure (delivered, relayed) is ``other``;
+2. **bounce**: a delivery report about a failure (:mod:`nurture.bounces`), including plain-text
+   notices and mailing-list software refusing a message; a report whose recipients were all
+   delivered, relayed, expanded or found deliverable is ``other``; a person forwarding a bounce
+   ("Fwd: Returned mail") is not a report, and goes on to step 5;
 3. ``other``: anything else from a mail system's own address (MAILER-DAEMON, postmaster), and
    newsletters and list mail (``List-Unsubscribe``/``List-Id``) that answer no message;
-4. **auto_reply**: RFC 3834 and vendor headers, an empty Return-Path, out-of-office subjects
-   (:mod:`nurture.autoreplies`); bounces have an empty Return-Path too, hence step 2 first;
-5. **reply**: anything else with a sender (not a no-reply address) and some text;
+4. automatic mail (:mod:`nurture.autoreplies`: RFC 3834 and vendor headers, ``Precedence``,
+   known responders, no-reply senders, automatic subjects in many languages) is never a reply:
+   an out-of-office notice is an **auto_reply** (it pauses the contact), anything else
+   automatic is ``other`` (it changes nothing);
+5. **reply**: anything else with a sender and some text;
 6. ``other``: nothing above, or a message that cannot be read at all.
 
 Every Message-ID the message points to (In-Reply-To, References, and for bounces and complaints
