@@ -233,3 +233,32 @@ def test_each_recipient_of_a_report_gets_its_own_verdict() -> None:
     assert (found.recipient, found.hard, found.reason) == ("sam@clinic.example", True,
                                                            "userunknown")
 
+
+def test_x_auto_response_suppress_alone_is_not_an_auto_reply() -> None:
+    """Exchange puts it on ordinary mail too (colleague.eml has it); it counts only in pairs."""
+    head = b"From: Pat <pat@x.example>\nSubject: Re: Hello\nX-Auto-Response-Suppress: All\n"
+    assert classify(head + b"\nSure, Tuesday works.\n").kind == "reply"
+    assert classify(head + b"Return-Path: <>\n\nI am away.\n").kind == "auto_reply"
+
+
+def test_out_of_office_with_bounce_words_is_not_a_bounce() -> None:
+    """Exchange sends out-of-office notices with an empty Return-Path, like bounces."""
+    raw = (b"Return-Path: <>\nFrom: Meera Patel <mpatel@lakeviewortho.example>\n"
+           b"To: dana@riverapt.example\nSubject: Automatic reply: Hello\n"
+           b"X-Auto-Response-Suppress: All\nIn-Reply-To: " + TOUCH.encode() + b"\n\n"
+           b"I am away until March 9 and my mailbox is full, so check your spam folder for\n"
+           b"my answer. Urgent: frontdesk@lakeviewortho.example or 550-0142.\n")
+    result = classify(raw, today=date(2026, 3, 4))
+    assert (result.kind, result.return_date) == ("auto_reply", date(2026, 3, 9))
+
+
+def test_person_forwarding_a_bounce_is_a_reply() -> None:
+    raw = (b"From: Sam Chen <sam@clinic.example>\nTo: dana@riverapt.example\n"
+           b"Subject: Fwd: Undeliverable: Hello\nIn-Reply-To: " + TOUCH.encode() + b"\n\n"
+           b"Dana, my old address bounced your note - use this one from now on.\n\n"
+           b"---------- Forwarded message ---------\nFrom: postmaster@clinic.example\n"
+           b"550 5.1.1 <sam.chen@clinic.example>: Recipient address rejected: User unknown\n")
+    result = classify(raw)
+    assert (result.kind, result.sender) == ("reply", "sam@clinic.example")
+    assert "use this one from now on" in reply_text(raw)
+    assert "Recipient address rejected" not in reply_text(raw)
