@@ -124,9 +124,11 @@ def says_success(text: str) -> bool:
 
 
 # -- mailing-list software -------------------------------------------------------------------
+# Headers list software writes on its own notices (a list's posts carry List-Id too, so that
+# header alone is no sign: people's answers and newsletters come through lists).
 _LIST_HEADERS = ("X-ML-Server", "X-MLServer", "X-ML-Name", "X-Mailman-Version",
                  "X-List-Administrivia", "X-Majordomo", "X-Listserver", "X-LISTSERV-Version",
-                 "X-Ezmlm", "X-Sympa-To", "List-Id", "List-Help", "List-Post")
+                 "X-Ezmlm", "X-Sympa-To")
 _LIST_SENDER = re.compile(
     r"^(owner-[^@]+|[^@]+-(owner|request|bounces|admin|approval)|majordomo|listserv|listproc|"
     r"mailman|fml|ezmlm|sympa|[^@]+-help)@|@googlegroups\.com$", re.IGNORECASE)

@@ -262,3 +262,16 @@ def test_person_forwarding_a_bounce_is_a_reply() -> None:
     assert (result.kind, result.sender) == ("reply", "sam@clinic.example")
     assert "use this one from now on" in reply_text(raw)
     assert "Recipient address rejected" not in reply_text(raw)
+
+
+def test_list_posts_are_not_list_software_answers() -> None:
+    """List-Id is on every post a list sends: a person answering through a list is a reply,
+    a list's newsletter that speaks of its moderators is no bounce."""
+    reply = mail(f"From: Pat Lee <pat@clinic.example>\nIn-Reply-To: {TOUCH}\n"
+                 "List-Id: <pt-news.lists.example>\nSubject: Re: Hello",
+                 "Happy to talk; our list moderator can add you too.")
+    assert classify(reply).kind == "reply"
+    news = mail("From: PT News <news@lists.example>\nList-Id: <pt-news.lists.example>\n"
+                "List-Unsubscribe: <mailto:leave@lists.example>\nSubject: March news",
+                "A word from the list owner and our moderators: welcome, new members!")
+    assert classify(news).kind == "other"
