@@ -143,7 +143,7 @@ def all_text(msg: Message) -> str:
 _ORIGINAL_MARKERS = re.compile("|".join((
     r"^[ \t>-]*-+ ?(this is a copy of|original message|the original message|below this line|"
     r"message headers follow|original mail|returned message|the header of the original|"
-    r"start of returned message|message header follows)",
+    r"start of returned message)",
     r"^[ \t]*(below is a copy of|original message follows|message headers follow|"
     r"the original message headers|your message reads|-+ ?original message|"
     r"a copy of the original message below)",
