@@ -83,7 +83,7 @@ _AWAY = re.compile(
     r"\bback (on|in|at)\b|not in the office|outside the office|"
     r"abwesen|nicht im büro|außer haus|urlaub|nicht erreichbar|elternzeit|"
     r"\babsente?\b|\babsence\b|congés?|vacances|de retour|hors du bureau|"
-    r"ausente|fuera de la oficina|vacaciones|de vuelta|regres|férias|estarei ausente|"
+    r"ausente|fuera de la oficina|vacaciones|de vuelta|regres|férias|"
     r"fuori ufficio|\bferie\b|afwezig|vakantie|"
     r"不在|休暇|出張|外出|休み|休假|出差|不在办公室|请假|年假", re.IGNORECASE)
 

@@ -80,7 +80,7 @@ FAILURE_WORDS = _rx(
     r"could not be reached", r"was automatically rejected", r"failed because",
     r"fatal (delivery )?errors?", r"message not delivered", r"nicht zugestellt",
     r"送達できません|配信できませんでした|届きませんでした|送信できませんでした|配信されませんでした",
-    r"宛先不明|存在しません|エラーが発生", r"无法投递|无法送达|投递失败|退回")
+    r"宛先不明|存在しません|エラーが発生", r"无法投递|投递失败|退回")
 _SUCCESS_WORDS = _rx(
     r"successfully delivered", r"delivered successfully", r"delivery (was )?successful",
     r"has been delivered", r"was delivered to", r"relayed to non-?dsn-?aware",
@@ -133,9 +133,9 @@ _LIST_SENDER = re.compile(
     r"^(owner-[^@]+|[^@]+-(owner|request|bounces|admin|approval)|majordomo|listserv|listproc|"
     r"mailman|fml|ezmlm|sympa|[^@]+-help)@|@googlegroups\.com$", re.IGNORECASE)
 _LIST_WORDS = _rx(
-    r"not a member", r"non-?member", r"members?[- ]only", r"only members", r"moderat(or|ion)",
+    r"not a member", r"only members", r"moderat(or|ion)",
     r"held for (approval|review)", r"(not|n't) (be )?allowed to post",
-    r"permission to post", r"rejected by the list", r"not subscribed", r"unsubscribed from",
+    r"permission to post", r"rejected by the list", r"not subscribed",
     r"list (administrator|owner)", r"post(ing)? (to|in) (this|the) (group|list)",
     r"the group you tried to contact", r"die gruppe, die sie kontaktieren", r"google groups",
     r"majordomo", r"results of your email command", r"only (subscribers|members) (can|may)")

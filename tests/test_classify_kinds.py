@@ -121,9 +121,9 @@ def test_mailing_list_software_answering_for_a_list_is_a_soft_refusal() -> None:
          "Subject: rejected: you are not a member (neko ML)",
          "You are not a member of this mailing list <neko@lists.example>."),
         ("From: gpc-talk-bounces@lists.example\nX-Mailman-Version: 2.1.5\n"
-         "Subject: Your message to GPC-talk awaits moderator approval",
-         "Your mail to 'GPC-talk' is being held until the list moderator can review it.\n"
-         "The reason it is being held: Post by non-member to a members-only list"),
+         "Subject: Your post to pt-news needs approval",
+         "Your post to pt-news requires the approval of a list moderator.\n"
+         "Only members can post without approval."),
         ("From: Majordomo@lists.example\nSubject: Majordomo results",
          "**** The following command was not processed: you are not a member of list pt-news"),
         ("From: Mail Delivery Subsystem <mailer-daemon@googlemail.com>\n"
