@@ -108,7 +108,7 @@ def read_delivery_report(msg: Message, subject: str) -> DeliveryReport | None:
     # too, and some mention "spam" or "mailbox full".
     daemon = looks_automated_sender(msg)
     by_subject = bool(BOUNCE_SUBJECT.search(subject)) and not is_reply_subject(subject)
-    if is_list_answer(msg, text) and (daemon or by_subject or not is_reply_subject(subject)):
+    if is_list_answer(msg, text) and (daemon or not is_reply_subject(subject)):
         failures, _named = notice_failures(msg, text)
         failures = [Failure(f.recipient, f.status, "listrejected", False) for f in failures]
         return DeliveryReport(tuple(failures or [Failure(None, None, "listrejected", False)]),
