@@ -366,8 +366,8 @@ def test_a_hard_bounce_without_our_message_id_is_matched_by_recipient(project: N
     assert state_of(project, "dr.lee@clinic.example")[0] == "bounced"
 
 
-SOFT = ["sisimai/lhost-sendmail-12.eml", "sisimai/lhost-courier-03.eml",
-        "sisimai/lhost-exim-01.eml", "sisimai/lhost-postfix-10.eml"]
+SOFT = ["sisimai/lhost-sendmail-12.eml", "sisimai/lhost-exchange2007-03.eml",
+        "sisimai/lhost-exim-56.eml", "sisimai/lhost-mailru-02.eml"]
 
 
 def test_soft_bounces_bounce_the_contact_after_three_in_a_row(project: Nurture,

@@ -30,6 +30,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from imapclient import IMAPClient
+from nurture.classify import classify
+from nurture.rawmail import parse_raw_message
 from sqlalchemy import func, select
 
 from nurture.app import Nurture
@@ -283,6 +285,26 @@ def test_poll_acts_once_and_leaves_the_mailbox_untouched(
         assert session.scalar(select(func.count()).select_from(Reply)) == 2
         checkpoint = session.scalars(select(InboxCheckpoint)).one()
     assert checkpoint.last_uid == 5 and checkpoint.mailbox == f"{mailbox}@127.0.0.1/INBOX"
+
+
+def test_mail_with_blank_lines_before_its_headers_is_read(
+        dovecot: Dovecot, mailbox: str, project: Nurture, clock: FakeClock,
+        smtp_sink: Any) -> None:
+    """Some servers hand a message over with blank lines first: it is still a reply, known by
+    its Message-ID; an automatic acknowledgement (not an absence) changes nothing."""
+    ids = outreach(project, SOURCES)
+    reply = retarget(sample("human/gmail-web.eml"), ids["sam.chen.md@gmail.com"])
+    dovecot.append(mailbox, b"\r\n\r\n" + reply, clock.now())
+    dovecot.append(mailbox, retarget(sample("flufl/qmail_08.eml"), None).replace(
+        b"contact@example.com", b"mpatel@lakeviewortho.example"), clock.now())
+    report = poll(project, config=config(dovecot, mailbox))
+    assert report.actions == {"reply": 1, "other": 1}
+    assert state_of(project, "sam.chen.md@gmail.com")[1] == [("stopped", "reply")]
+    assert state_of(project, "mpatel@lakeviewortho.example") == ("active", [("active", None)])
+    with project.db.transaction() as session:
+        keys = set(session.scalars(select(InboxMessage.key)))
+    assert classify(reply).in_reply_to and keys >= {
+        parse_raw_message(reply)["Message-ID"].strip()}
 
 
 def test_a_new_uidvalidity_rescans_without_acting_twice(

@@ -544,7 +544,7 @@ def test_build_message_headers_exact() -> None:
         f"<https://pt.example/u/{'t' * 90}>, "
         f"<mailto:zoe@pt.example?subject=unsubscribe%20{'t' * 90}>")
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
-    assert parsed["X-Auto-Response-Suppress"] == "OOF, AutoReply"
+    assert parsed["X-Auto-Response-Suppress"] == "AutoReply"  # out-of-office notices come
     assert parsed.get_content_type() == "multipart/alternative"
     parts = list(parsed.iter_parts())
     assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]

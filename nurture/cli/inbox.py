@@ -33,7 +33,7 @@ def classify_(obj: Context | None, files: tuple[Path, ...], today: datetime | No
     """Classify each FILE.eml as bounce, complaint, auto_reply, reply or other.
 
     Prints one JSON object per file, in order, with the keys kind, hard, recipient, status,
-    message_ids, return_date, subject, sender and matched_message_id (the first cited
+    reason, message_ids, return_date, subject, sender and matched_message_id (the first cited
     Message-ID that this project sent: needs its nurture.toml). A file that is not an email is
     "other".
     """

@@ -1,17 +1,25 @@
 """What an incoming email is: a bounce, a complaint, an auto-reply, a person's reply, or other.
 
-:func:`classify` is a pure function of the raw message (and of ``today``, the anchor for
-relative return dates). The order of the checks matters, since the kinds share traits:
+:func:`classify` is a pure function of the raw message (read by
+:func:`nurture.inbound.rawmail.parse_raw_message`, which ignores blank lines and an mbox ``From ``
+line
+before the headers) and of ``today``, the anchor for relative return dates. The order of the
+checks matters, since the kinds share traits:
 
 1. **complaint** that is structurally one: an RFC 5965 feedback report, a Hotmail/Outlook.com
    JMRP report, an Amazon SES complaint, Apple Mail's one-click unsubscribe;
-2. **bounce**: a delivery report about a failure (:mod:`nurture.inbound.bounces`); a delivery report
-   that is not about a failure (delivered, relayed) is ``other``;
+2. **bounce**: a delivery report about a failure (:mod:`nurture.inbound.bounces`), including
+plain-text
+   notices and mailing-list software refusing a message; a report whose recipients were all
+   delivered, relayed, expanded or found deliverable is ``other``; a person forwarding a bounce
+   ("Fwd: Returned mail") is not a report, and goes on to step 5;
 3. ``other``: anything else from a mail system's own address (MAILER-DAEMON, postmaster), and
    newsletters and list mail (``List-Unsubscribe``/``List-Id``) that answer no message;
-4. **auto_reply**: RFC 3834 and vendor headers, an empty Return-Path, out-of-office subjects
-   (:mod:`nurture.inbound.autoreplies`); bounces have an empty Return-Path too, hence step 2 first;
-5. **reply**: anything else with a sender (not a no-reply address) and some text;
+4. automatic mail (:mod:`nurture.inbound.autoreplies`: RFC 3834 and vendor headers, ``Precedence``,
+   known responders, no-reply senders, automatic subjects in many languages) is never a reply:
+   an out-of-office notice is an **auto_reply** (it pauses the contact), anything else
+   automatic is ``other`` (it changes nothing);
+5. **reply**: anything else with a sender and some text;
 6. ``other``: nothing above, or a message that cannot be read at all.
 
 Every Message-ID the message points to (In-Reply-To, References, and for bounces and complaints
@@ -25,25 +33,17 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import date
-from email import message_from_bytes, policy
-from email.errors import HeaderParseError
-from email.header import Header, decode_header, make_header
 from email.message import Message
 from email.parser import HeaderParser
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import parsedate_to_datetime
 from html.parser import HTMLParser
 
-from .autoreplies import is_auto_reply, read_return_date
-from .bounces import (
-    content_type,
-    looks_automated_sender,
-    original_message_ids,
-    part_text,
-    read_delivery_report,
-    ses_notification,
-)
+from .autoreplies import is_automatic, is_out_of_office, read_return_date
+from .bounces import looks_automated_sender, read_delivery_report, ses_notification
+from .rawmail import address, content_type, header_text, original_message_ids, parse_raw_message
+from .rawmail import part_text as part_text
 
-__all__ = ["KINDS", "Classification", "classify", "reply_text"]
+__all__ = ["KINDS", "Classification", "classify", "header_text", "reply_text"]
 
 KINDS = ("bounce", "complaint", "auto_reply", "reply", "other")
 
@@ -56,6 +56,9 @@ class Classification:
     hard: bool | None = None  # bounces: True when the address is unreachable for good
     recipient: str | None = None  # failed / complaining recipient, or the replying sender
     status: str | None = None  # enhanced status code, e.g. "5.1.1"
+    # bounces: why ("userunknown", "mailboxfull"…); "sender", "blocked" (policy) and
+    # "listrejected" are flagged: about us or a policy, never counted against the address
+    reason: str | None = None
     # Message-IDs, angle brackets kept: In-Reply-To, References, and for bounces and complaints
     # the returned message's own; JSON key "message_ids".
     in_reply_to: list[str] = field(default_factory=list)
@@ -68,16 +71,18 @@ class Classification:
         """One line of JSON with the keys the CLI prints."""
         return json.dumps({
             "kind": self.kind, "hard": self.hard, "recipient": self.recipient,
-            "status": self.status, "message_ids": list(self.in_reply_to),
+            "status": self.status, "reason": self.reason,
+            "message_ids": list(self.in_reply_to),
             "return_date": self.return_date.isoformat() if self.return_date else None,
             "subject": self.subject, "sender": self.sender,
             "matched_message_id": self.matched,
         }, ensure_ascii=False)
 
 
-def classify(raw: bytes, *, today: date | None = None,
+def classify(raw: bytes | Message, *, today: date | None = None,
              ours: Callable[[str], bool] | None = None) -> Classification:
-    """Classify one raw RFC 5322 message. Never raises: what cannot be read is ``other``.
+    """Classify one raw RFC 5322 message (or one :func:`nurture.inbound.rawmail.parse_raw_message`
+    parsed). Never raises: what cannot be read is ``other``.
 
     ``today`` anchors relative return dates in out-of-office notices ("back Monday"); without
     it the message's own Date header is the anchor, and without that no date is read.
@@ -91,13 +96,13 @@ def classify(raw: bytes, *, today: date | None = None,
     return replace(found, matched=next((i for i in found.in_reply_to if ours(i)), None))
 
 
-def _classify(raw: bytes, *, today: date | None = None, use_dateparser: bool = True
+def _classify(raw: bytes | Message, *, today: date | None = None, use_dateparser: bool = True
               ) -> Classification:
     """:func:`classify`, with the libraries switchable to measure what each adds."""
     try:
-        msg = _parse(raw)
+        msg = raw if isinstance(raw, Message) else parse_raw_message(raw)
         subject = header_text(msg, "Subject")
-        sender = _address(header_text(msg, "From"))
+        sender = address(header_text(msg, "From"))
         ids = _message_ids(msg)
     except Exception:  # noqa: BLE001 - unreadable input is "other", never a crash
         return Classification("other")
@@ -123,20 +128,21 @@ def _decide(msg: Message, subject: str, sender: str | None, ids: list[str], toda
             return Classification("other", in_reply_to=_merge(ids, report.original_message_ids),
                                   **base)
         return Classification("bounce", hard=report.hard, recipient=main.recipient,
-                              status=main.status,
+                              status=main.status, reason=main.reason or None,
                               in_reply_to=_merge(ids, report.original_message_ids), **base)
 
     if looks_automated_sender(msg) or _mass_mailing(msg, ids):
         return Classification("other", in_reply_to=ids, **base)
 
-    if is_auto_reply(msg, subject):
-        anchor = today or _date_header(msg)
+    if is_automatic(msg, subject, sender):  # never a person's reply
         notice = "\n".join(_strip_quotes(body_text(msg).split("\n")))  # not our quoted words
-        back = read_return_date(notice, anchor, use_dateparser=use_dateparser)
+        if not is_out_of_office(msg, subject, notice):
+            return Classification("other", in_reply_to=ids, **base)  # changes nothing
+        back = read_return_date(notice, today or _date_header(msg), use_dateparser=use_dateparser)
         return Classification("auto_reply", recipient=sender, in_reply_to=ids,
                               return_date=back, **base)
 
-    if sender and not _NO_REPLY.match(sender) and (body_text(msg).strip() or subject.strip()):
+    if sender and (body_text(msg).strip() or subject.strip()):
         return Classification("reply", recipient=sender, in_reply_to=ids, **base)
     return Classification("other", in_reply_to=ids, **base)
 
@@ -146,54 +152,7 @@ def _mass_mailing(msg: Message, ids: list[str]) -> bool:
     return not ids and (msg.get("List-Unsubscribe") is not None or msg.get("List-Id") is not None)
 
 
-_NO_REPLY = re.compile(r"^(no-?reply|do-?not-?reply|notifications?)([+.-][^@]*)?@", re.IGNORECASE)
-
-
 # -- reading messages ------------------------------------------------------------------------
-
-def _parse(raw: bytes | str) -> Message:
-    if isinstance(raw, str):
-        raw = raw.encode("utf-8", "surrogateescape")
-    return message_from_bytes(raw, policy=policy.compat32)
-
-
-def header_text(msg: Message, name: str) -> str:
-    """A header's value with RFC 2047 words decoded and folding undone; "" when absent."""
-    raw = msg.get(name)
-    if raw is None:
-        return ""
-    try:
-        if isinstance(raw, Header):  # compat32 wraps raw 8-bit bytes in an "unknown-8bit" Header
-            raw = "".join(_eight_bit(chunk) if isinstance(chunk, bytes) else chunk
-                          for chunk, _charset in decode_header(raw))
-        value = _unescape(str(raw))
-    except (HeaderParseError, LookupError, UnicodeError, ValueError, TypeError):
-        value = str(raw)
-    try:
-        text = str(make_header(decode_header(value)))
-    except (HeaderParseError, LookupError, UnicodeError, ValueError, TypeError):
-        text = value  # a broken encoded word: keep it as it came
-    return re.sub(r"\s*\r?\n\s*", " ", text).strip()
-
-
-def _unescape(value: str) -> str:
-    """Raw 8-bit header bytes (RFC 6532 UTF-8, or a legacy charset) as text."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in value):
-        return value
-    return _eight_bit(value.encode("utf-8", "surrogateescape"))
-
-
-def _eight_bit(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def _address(value: str) -> str | None:
-    address = parseaddr(value)[1].strip().lower()
-    return address if "@" in address else None
-
 
 def _message_ids(msg: Message) -> list[str]:
     ids: list[str] = []
@@ -223,8 +182,8 @@ def _read_complaint(msg: Message, sender: str | None) -> tuple[str | None, list[
     is_arf = str(msg.get_param("report-type", "") or "").lower() == "feedback-report"
     if feedback or is_arf:
         fields = _feedback_fields(feedback[0]) if feedback else Message()
-        recipient = _address(str(fields.get("Original-Rcpt-To") or "")) \
-            or _address(str(fields.get("Removal-Recipient") or "")) \
+        recipient = address(str(fields.get("Original-Rcpt-To") or "")) \
+            or address(str(fields.get("Removal-Recipient") or "")) \
             or _returned_header(parts, "X-HmXmrOriginalRecipient") \
             or _returned_header(parts, "To")
         return recipient, list(original_message_ids(msg))
@@ -233,11 +192,11 @@ def _read_complaint(msg: Message, sender: str | None) -> tuple[str | None, list[
         return jmrp, list(original_message_ids(msg))
     if str(msg.get("X-Apple-Unsubscribe") or "").strip().lower() == "true":
         return sender, []
-    if not msg.is_multipart() and '"notificationType"' in str(msg.get_payload())[:5000]:
+    if not msg.is_multipart() and '"notificationType"' in part_text(msg)[:5000]:
         data = ses_notification(part_text(msg))
         if data and str(data.get("notificationType", "")).lower() == "complaint":
             people = (data.get("complaint") or {}).get("complainedRecipients") or [{}]
-            return _address(str(people[0].get("emailAddress") or "")), []
+            return address(str(people[0].get("emailAddress") or "")), []
     return None
 
 
@@ -255,13 +214,13 @@ def _returned_header(parts: list[Message], name: str) -> str | None:
         ctype = content_type(part)
         if ctype == "message/rfc822" and part.is_multipart():
             for sub in part.get_payload():
-                address = _address(header_text(sub, name)) if isinstance(sub, Message) else None
-                if address:
-                    return address
+                found = address(header_text(sub, name)) if isinstance(sub, Message) else None
+                if found:
+                    return found
         elif ctype in ("text/rfc822-headers", "text/rfc822-header"):
-            address = _address(header_text(HeaderParser().parsestr(part_text(part)), name))
-            if address:
-                return address
+            found = address(header_text(HeaderParser().parsestr(part_text(part)), name))
+            if found:
+                return found
     return None
 
 
@@ -347,7 +306,7 @@ _SIGNOFF = re.compile(
     re.IGNORECASE)
 
 
-def reply_text(raw: bytes) -> str:
+def reply_text(raw: bytes | Message) -> str:
     """The new words of a reply, without quoted history and signatures: at most 20 lines.
 
     For the owner's notification: what the person wrote, not what we sent them.
@@ -355,9 +314,9 @@ def reply_text(raw: bytes) -> str:
     return _reply_text(raw)
 
 
-def _reply_text(raw: bytes, *, use_library: bool = True) -> str:
+def _reply_text(raw: bytes | Message, *, use_library: bool = True) -> str:
     try:
-        msg = _parse(raw)
+        msg = raw if isinstance(raw, Message) else parse_raw_message(raw)
         text = body_text(msg).replace("\r\n", "\n").replace("\ufeff", "")
     except Exception:  # noqa: BLE001 - unreadable input has no text
         return ""

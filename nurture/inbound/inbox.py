@@ -9,7 +9,9 @@ contact, and acted on, in one transaction:
 
 - **bounce**: hard, the contact is bounced and everything stops; soft, counted (one per touch),
   and the contact is bounced after ``soft_bounce_limit`` in a row. A reply or an out-of-office
-  notice from them (they are alive) starts the count again.
+  notice from them (they are alive) starts the count again. A failure about our own sender or
+  HELO name, a policy refusal (5.7.x: spam, blocklists) or a mailing list's refusal is
+  ``flagged``: logged for the owner, never counted against the contact.
 - **complaint** (a feedback report about our message): an unsubscribe.
 - **auto_reply**: nothing stops; the contact's next sequence emails wait until the return date
   when one can be read, else for ``pause_days`` (never longer than :data:`MAX_PAUSE`).
@@ -33,11 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from email.parser import BytesHeaderParser
+from email.message import Message
 from email.utils import parsedate_to_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -63,13 +64,13 @@ from ..models import (
     Touch,
 )
 from ..settings import Settings
+from .bounces import FLAGGED
 from .classify import Classification, classify, reply_text
-
-log = logging.getLogger(__name__)
+from .rawmail import parse_raw_message
 
 #: What was done with a message (``InboxMessage.action``); "duplicate" is never stored.
-ACTIONS = ("reply", "paused", "bounced", "soft_bounce", "unsubscribed", "unmatched", "other",
-           "own")
+ACTIONS = ("reply", "paused", "bounced", "soft_bounce", "flagged", "unsubscribed", "unmatched",
+           "other", "own")
 #: An out-of-office notice never holds a contact's emails longer than this: a misread year
 #: must not silence someone for good (their next notice pauses them again).
 MAX_PAUSE = timedelta(days=90)
@@ -157,15 +158,16 @@ def process_message(app: Nurture, raw: bytes, *, received_at: datetime | None = 
 
         config = inbox_config(app.settings)
     now = app.now()
-    written = _date_header(raw)
+    msg = parse_raw_message(raw)  # one parse: leading blank lines and an mbox line ignored
+    written = _date_header(msg)
     received = as_utc(received_at) if received_at else (written or now)
     anchor = written.date() if written else _local_day(app.settings, received)
-    found = classify(raw, today=anchor)
+    found = classify(msg, today=anchor)
     own = found.sender is not None and found.sender == app.settings.sender_email.strip().lower()
     kind = "own" if own else found.kind
     with app.db.transaction() as session:
         match = None if own or kind == "other" else _match(app, session, found)
-        row = InboxMessage(key=_message_key(raw), kind=kind, action="other",
+        row = InboxMessage(key=_message_key(msg, raw), kind=kind, action="other",
                            sender=(found.sender or "")[:320] or None, received_at=received,
                            processed_at=now, detail="{}")
         try:
@@ -185,7 +187,7 @@ def process_message(app: Nurture, raw: bytes, *, received_at: datetime | None = 
                 contact.id, touch.id if touch else None, by)
             session.execute(select(Contact.id).where(Contact.id == contact.id)
                             .with_for_update())  # one message at a time per contact
-            detail = _act(app, session, config, row, found, raw, contact, touch)
+            detail = _act(app, session, config, row, found, msg, contact, touch)
             row.detail = json.dumps(detail, default=str, sort_keys=True)
         session.flush()
         contact_email = session.get_one(Contact, row.contact_id).email if row.contact_id else None
@@ -194,7 +196,7 @@ def process_message(app: Nurture, raw: bytes, *, received_at: datetime | None = 
 
 
 def _act(app: Nurture, session: Session, config: InboxConfig, row: InboxMessage,
-         found: Classification, raw: bytes, contact: Contact,
+         found: Classification, msg: Message, contact: Contact,
          touch: Touch | None) -> dict[str, Any]:
     """Do what the message means for ``contact``; set ``row.action``; return the details."""
     now = app.now()
@@ -209,6 +211,11 @@ def _act(app: Nurture, session: Session, config: InboxConfig, row: InboxMessage,
         why = " ".join(filter(None, ["hard bounce", found.status, "read from the mailbox"]))
         suppress_contact(app, session, contact, ContactStatus.BOUNCED, why)
         return {"status": found.status, "hard": True}
+    if found.kind == "bounce" and found.reason in FLAGGED:  # about us or a policy, not them
+        row.action = "flagged"
+        log_event(session, now, "bounce_flagged", **about, status=found.status,
+                  reason=found.reason)
+        return {"status": found.status, "hard": False, "reason": found.reason}
     if found.kind == "bounce":
         count = _count_soft_bounce(session, contact, row.touch_id, now)
         row.action = "soft_bounce"
@@ -226,10 +233,10 @@ def _act(app: Nurture, session: Session, config: InboxConfig, row: InboxMessage,
         return {"return_date": found.return_date, "until": until, "moved": moved}
     # A person's reply.
     result = record_reply_in(app, session, contact, at=row.received_at, source="imap",
-                             message_id=_message_id(raw), touch_id=row.touch_id)
+                             message_id=_message_id(msg), touch_id=row.touch_id)
     row.action = "reply"
     row.subject = (found.subject or "")[:400] or None
-    row.excerpt = _excerpt(reply_text(raw))
+    row.excerpt = _excerpt(reply_text(msg))
     row.notify_after = now
     return {"stopped": result.stopped}
 
@@ -318,27 +325,23 @@ def _last_touch(session: Session, contact: Contact) -> Touch | None:
 
 
 # Reading the raw message -----------------------------------------------------------------------
-def _headers(raw: bytes) -> Any:
-    return BytesHeaderParser().parsebytes(raw)
-
-
-def _message_id(raw: bytes) -> str | None:
+def _message_id(msg: Message) -> str | None:
     try:
-        found = re.search(r"<[^<>\s]+>", str(_headers(raw).get("Message-ID") or ""))
+        found = re.search(r"<[^<>\s]+>", str(msg.get("Message-ID") or ""))
     except Exception:  # noqa: BLE001 - a broken header is no Message-ID
         return None
     return found.group(0) if found and len(found.group(0)) <= 250 else None
 
 
-def _message_key(raw: bytes) -> str:
+def _message_key(msg: Message, raw: bytes) -> str:
     """The message's identity across mailboxes and re-scans: its Message-ID, else its bytes."""
-    message_id = _message_id(raw)
+    message_id = _message_id(msg)
     return message_id or f"sha256:{hashlib.sha256(raw).hexdigest()}"
 
 
-def _date_header(raw: bytes) -> datetime | None:
+def _date_header(msg: Message) -> datetime | None:
     try:
-        written = parsedate_to_datetime(str(_headers(raw).get("Date")))
+        written = parsedate_to_datetime(str(msg.get("Date")))
     except (TypeError, ValueError, IndexError):
         return None
     return written if written.tzinfo is not None else written.replace(tzinfo=ZoneInfo("UTC"))

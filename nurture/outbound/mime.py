@@ -228,7 +228,10 @@ def build_message(rendered: RenderedEmail, *, from_name: str, from_email: str, t
     boundary = f"=_nurture_{digest[:32]}"
     headers += [("List-Unsubscribe", _HEADERS("List-Unsubscribe", ", ".join(unsubscribe))),
                 ("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
-                ("X-Auto-Response-Suppress", "OOF, AutoReply"),
+                # Exchange may still send out-of-office notices (they pause the contact until
+                # the return date) and delivery reports; other automatic replies change
+                # nothing here, and RFC 3834 asks responders not to answer mail a program sent.
+                ("X-Auto-Response-Suppress", "AutoReply"),
                 ("MIME-Version", "1.0"),
                 ("Content-Type", f'multipart/alternative;{_CRLF} boundary="{boundary}"')]
     (text, text_wire), (html, html_wire) = _part("plain", rendered.text), _part("html",
