@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-from nurture.classify import Classification, classify
+from nurture.inbound.classify import Classification, classify
 
 SAMPLES = Path(__file__).parent / "mail-samples"
 TUNING = ("sisimai", "flufl", "talon", "human", "autoreplies")

@@ -1,5 +1,5 @@
-"""Each kind of mail issue 17 names, through the public classifier (nurture.classify.classify)
-and the delivery-report reader (nurture.bounces.read_delivery_report) for per-recipient
+"""Each kind of mail issue 17 names, through the public classifier
+(nurture.inbound.classify.classify) and the delivery-report reader (nurture.inbound.bounces.read_delivery_report) for per-recipient
 verdicts. The messages are written out here, each shaped like the real ones in
 tests/mail-samples."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from nurture.bounces import judge, read_delivery_report
-from nurture.classify import classify, reply_text
-from nurture.rawmail import parse_raw_message
 
 from nurture.cli.inbox import inbox
+from nurture.inbound.bounces import judge, read_delivery_report
+from nurture.inbound.classify import classify, reply_text
+from nurture.inbound.rawmail import parse_raw_message
 
 SAMPLES = Path(__file__).parent / "mail-samples"
 TOUCH = "<nurture.42.abc123def456@riverapt.example>"

@@ -30,16 +30,16 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from imapclient import IMAPClient
-from nurture.classify import classify
-from nurture.rawmail import parse_raw_message
 from sqlalchemy import func, select
 
 from nurture.app import Nurture
 from nurture.cli import main
 from nurture.clock import FakeClock
 from nurture.inbound import imap as mailbox_module
+from nurture.inbound.classify import classify
 from nurture.inbound.imap import MailboxError, parse_imap_url, poll
 from nurture.inbound.inbox import InboxConfig
+from nurture.inbound.rawmail import parse_raw_message
 from nurture.models import InboxCheckpoint, InboxMessage, Reply
 from nurture.settings import Settings
 from nurture.worker import jobs
