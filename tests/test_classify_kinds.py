@@ -1,7 +1,7 @@
 """Each kind of mail issue 17 names, through the public classifier
-(nurture.inbound.classify.classify) and the delivery-report reader (nurture.inbound.bounces.read_delivery_report) for per-recipient
-verdicts. The messages are written out here, each shaped like the real ones in
-tests/mail-samples."""
+(nurture.inbound.classify.classify) and the delivery-report reader
+(nurture.inbound.bounces.read_delivery_report) for per-recipient verdicts. The messages are
+written out here, each shaped like the real ones in tests/mail-samples."""
 
 from __future__ import annotations
 
