@@ -77,13 +77,12 @@ def measure(n: int, box: float, redis_url: str, log: Callable[[str], None]) -> d
         log(f"  {run.label}: {run.n:,} in {run.seconds:.1f}s = {run.rate:.1f}/s")
         return len(runs) - 1
 
-    some = min(n, 3000)
     with Sink() as sink:
         first = record(raw(sink, "sendmail_bytes", n, redis_url))
-        record(raw(sink, "send_message", some, redis_url))
-        record(raw(sink, "transport", some, redis_url))
+        record(raw(sink, "send_message", min(n, 3000), redis_url))
+        record(raw(sink, "transport", min(n, 1000), redis_url))
         for workers in (1, 2):
-            record(noop(workers, some, redis_url))
+            record(noop(workers, min(n, 1000), redis_url))
         for db, workers in CONFIGS:
             probe = record(raw(sink, "sendmail_bytes", min(n, 2000), redis_url, probe=True))
             try:
