@@ -1,1 +1,2 @@
-"""Benchmarks for nurture: pipeline throughput and tick cost. Run ``python -m bench``."""
+"""nurture's benchmarks: the send pipeline, the tick and rendering. ``python -m bench --help``;
+bench/README.md says what each number means."""

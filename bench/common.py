@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: machine facts, databases, settings, child processes."""
+"""What every benchmark shares: the project settings, databases, a private Redis, child
+processes, and the facts about the machine that go at the top of RESULTS.md."""
 
 from __future__ import annotations
 
@@ -6,25 +7,21 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-# The tree whose ``nurture`` and ``templates`` are measured: the one ``bench`` is found in, NOT
-# resolved, so a copy of another version with a symlink to this ``bench`` measures that version
-# (``cd /tmp/nurture-head && ln -s /work/main/bench && /work/main/.venv/bin/python -m bench``).
+# The tree whose ``nurture`` and ``templates`` are measured: the one ``bench`` is found in.
 REPO = Path(__file__).parent.parent.absolute()
 PYTHON = sys.executable
 PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 CAMPAIGN_ID = "bench"
 CAMPAIGN_YAML = """\
@@ -39,18 +36,19 @@ steps:
 """
 
 
-def write_campaigns(folder: Path) -> Path:
+def write_campaigns(folder: Path, yaml: str = CAMPAIGN_YAML) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bench.yaml").write_text(CAMPAIGN_YAML)
+    (folder / "bench.yaml").write_text(yaml)
     return folder
 
 
-def settings_values(project_dir: Path, database_url: str, **overrides: Any) -> dict[str, Any]:
+def settings_values(project_dir: Path, database_url: str, redis_url: str,
+                    **overrides: Any) -> dict[str, Any]:
     """Plain values for :class:`nurture.settings.Settings` (JSON-able, for child processes)."""
     values: dict[str, Any] = dict(
         project_dir=str(project_dir),
         database_url=database_url,
-        redis_url=REDIS_URL,
+        redis_url=redis_url,
         paths_campaigns=str(project_dir / "campaigns"),
         paths_templates=str(REPO / "templates"),
         sender_name="Alex Rivera",
@@ -70,28 +68,26 @@ def settings_values(project_dir: Path, database_url: str, **overrides: Any) -> d
 
 
 def make_settings(values: dict[str, Any]):  # -> nurture.settings.Settings
-    from dataclasses import fields
-
     from nurture.settings import Settings
 
-    known = {f.name for f in fields(Settings)}  # settings come and go while nurture evolves
-    v = {k: val for k, val in values.items() if k in known}
-    v["project_dir"] = Path(v["project_dir"])
-    return Settings(**v)
+    return Settings(**{**values, "project_dir": Path(values["project_dir"])})
 
 
-def open_app(values: dict[str, Any]):  # -> nurture.app.Nurture
+def open_app(values: dict[str, Any], clock: Any = None):  # -> nurture.app.Nurture
     from nurture.app import Nurture
 
-    return Nurture.open(make_settings(values))
+    return Nurture.open(make_settings(values), clock)
 
 
 @contextlib.contextmanager
-def pg_schema(prefix: str = "bench") -> Iterator[str]:
-    """A fresh PostgreSQL schema for one benchmark, dropped afterwards; yields its URL."""
+def database(kind: str, folder: Path) -> Iterator[str]:
+    """The URL of a fresh database: a PostgreSQL schema (dropped afterwards) or a SQLite file."""
+    if kind == "sqlite":
+        yield f"sqlite:///{folder / 'nurture.db'}"
+        return
     from sqlalchemy import create_engine, text
 
-    schema = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
     admin = create_engine(PG_URL)
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
@@ -110,20 +106,41 @@ def workdir(prefix: str) -> Iterator[Path]:
         yield Path(tmp)
 
 
-def redis_conn():
+@contextlib.contextmanager
+def private_redis() -> Iterator[str]:
+    """A redis-server of our own for the whole run (the one ``nurture worker`` embeds, on a unix
+    socket), so flushing it disturbs nobody; ``BENCH_REDIS_URL`` uses a running one instead."""
+    if url := os.environ.get("BENCH_REDIS_URL"):
+        yield url
+        return
+    from nurture.worker.redis_server import EmbeddedRedis
+
+    with workdir("bench-redis-") as folder, EmbeddedRedis(folder) as server:
+        yield server.url
+
+
+def flush_redis(url: str) -> None:
     import redis
 
-    return redis.Redis.from_url(REDIS_URL)
+    with redis.Redis.from_url(url) as conn:
+        conn.flushdb()
 
 
-def flush_redis() -> None:
-    """Flush only the benchmark's own Redis database (db 14 by default)."""
-    conn = redis_conn()
-    conn.flushdb()
-    conn.close()
+class Collect:
+    """A tick dispatcher that enqueues nothing; it keeps the batches if asked to."""
+
+    def __init__(self, keep: bool = True) -> None:
+        self.keep, self.batches = keep, []  # type: ignore[var-annotated]
+
+    def enqueue(self, job_id: str, touch_ids: list[int]) -> None:
+        if self.keep:
+            self.batches.append(touch_ids)
+
+    def lost(self, job_ids: Sequence[str], unleased: Collection[str] = ()) -> set[str]:
+        return set()
 
 
-def run_child(module: str, config: dict[str, Any], timeout: float = 1800) -> dict[str, Any]:
+def run_child(module: str, config: dict[str, Any], timeout: float = 900) -> dict[str, Any]:
     """Run ``python -m module CONFIG_JSON``; its last stdout line is a JSON result."""
     proc = subprocess.run([PYTHON, "-m", module, json.dumps(config)], cwd=REPO,
                           capture_output=True, text=True, timeout=timeout)
@@ -132,71 +149,57 @@ def run_child(module: str, config: dict[str, Any], timeout: float = 1800) -> dic
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def rusage_self() -> dict[str, float]:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return {"cpu": r.ru_utime + r.ru_stime, "maxrss_kb": r.ru_maxrss}
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """user+system CPU seconds of a live process, from /proc (Linux)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / tick
-
-
 def machine_cpu() -> tuple[float, float]:
     """(busy, total) jiffies of the whole machine, from /proc/stat."""
     with open("/proc/stat") as f:
         parts = [int(x) for x in f.readline().split()[1:]]
     idle = parts[3] + parts[4]
-    total = sum(parts[:8])
-    return total - idle, total
+    return sum(parts[:8]) - idle, sum(parts[:8])
 
 
-def machine_facts() -> dict[str, str]:
+def load_average() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine_facts(redis_url: str) -> dict[str, str]:
+    import redis
     from sqlalchemy import create_engine, text
 
     facts = {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nurture": nurture_source(),
+        "nurture": nurture_commit(),
         "nproc": str(os.cpu_count()),
         "cpu": _cpu_model(),
+        "load": load_average(),
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
     }
+    admin = create_engine(PG_URL)
     try:
-        admin = create_engine(PG_URL)
         with admin.connect() as conn:
             facts["postgresql"] = conn.execute(text("SHOW server_version")).scalar_one()
-        admin.dispose()
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the SQLite benchmarks still run
         facts["postgresql"] = f"unreachable ({exc.__class__.__name__})"
-    try:
-        facts["redis"] = redis_conn().info("server")["redis_version"]
-    except Exception as exc:  # noqa: BLE001
-        facts["redis"] = f"unreachable ({exc.__class__.__name__})"
-    from importlib.metadata import version
-
-    for pkg in ("rq", "redis", "SQLAlchemy", "psycopg", "aiosmtpd"):
-        facts["redis-py" if pkg == "redis" else pkg] = version(pkg)
+    admin.dispose()
+    with redis.Redis.from_url(redis_url) as conn:
+        facts["redis"] = conn.info("server")["redis_version"]
+    for package in ("rq", "redis", "SQLAlchemy", "psycopg", "aiosmtpd", "mrml"):
+        facts["redis-py" if package == "redis" else package] = version(package)
     return facts
 
 
-def nurture_source() -> str:
-    """Which nurture is measured: the tree, its commit, and whether it has uncommitted edits."""
-    note = REPO / ".bench-source"
-    if note.exists():
-        return f"{REPO} ({note.read_text().strip()})"
+def nurture_commit() -> str:
+    """The commit measured, and whether nurture/ had uncommitted edits."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                             capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "nurture"], cwd=REPO,
-                               capture_output=True, text=True, check=True).stdout.splitlines()
+        rev = git("rev-parse", "--short", "HEAD")
+        dirty = git("status", "--porcelain", "--", "nurture", "templates")
     except (OSError, subprocess.CalledProcessError):
-        return str(REPO)
-    edits = f" + uncommitted edits to {len(dirty)} files under nurture/" if dirty else ""
-    return f"{REPO} at {rev}{edits}"
+        return "unknown"
+    return rev + (" + uncommitted edits under nurture/ or templates/" if dirty else "")
 
 
 def _cpu_model() -> str:
@@ -205,12 +208,3 @@ def _cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.processor() or "?"
-
-
-class Timer:
-    def __enter__(self) -> Timer:
-        self.start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.seconds = time.perf_counter() - self.start

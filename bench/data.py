@@ -224,13 +224,6 @@ def _sqlite_row(cols: tuple[str, ...]) -> Any:
     return convert
 
 
-def _sqlite(value: Any) -> Any:
-    # SQLAlchemy's SQLite DateTime storage format (naive UTC), so string comparisons agree.
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None).isoformat(" ", "microseconds")
-    return value
-
-
 def count_states(engine: Engine) -> dict[str, int]:
     from nurture.models import Enrollment, Touch
 
