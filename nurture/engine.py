@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import insert, or_, select, update
+from sqlalchemy import bindparam, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -46,9 +46,12 @@ def log_event(session: Session, at: datetime, kind: str, *, contact_id: int | No
               enrollment_id: int | None = None, touch_id: int | None = None,
               **detail: Any) -> None:
     """Append to the event log, at once (Core: several events are written per email)."""
-    session.execute(insert(Event).values(
-        at=at, kind=kind, contact_id=contact_id, enrollment_id=enrollment_id, touch_id=touch_id,
-        detail=json.dumps(detail, default=str, sort_keys=True)))
+    session.connection().execute(_EVENT, {
+        "at": at, "kind": kind, "contact_id": contact_id, "enrollment_id": enrollment_id,
+        "touch_id": touch_id, "detail": json.dumps(detail, default=str, sort_keys=True)})
+
+
+_EVENT = insert(Event)  # built once: several events are written per email
 
 
 # Planning ---------------------------------------------------------------------------------
@@ -67,14 +70,23 @@ def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment_id
     window = campaign.send_window
     zone = app.zone_for(contact_timezone, window.timezone if window else None)
     wait = step.wait if round_of(trigger_key) is not None else None
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    planned: int | None = session.scalar(
-        dialect.insert(Touch).values(
-            enrollment_id=enrollment_id, step_id=step.id, trigger_key=trigger_key,
-            due_at=due_at(after, wait, window, zone), created_at=app.now(),
-            state=TouchState.SCHEDULED, attempts=0)
-        .on_conflict_do_nothing().returning(Touch.id))
+    connection = session.connection()
+    planned: int | None = connection.execute(_PLAN[connection.dialect.name], {
+        "enrollment_id": enrollment_id, "step_id": step.id, "trigger_key": trigger_key,
+        "due_at": due_at(after, wait, window, zone), "created_at": app.now(),
+        "state": TouchState.SCHEDULED, "attempts": 0}).scalar()
     return planned
+
+
+# Built once per dialect (each has its own ON CONFLICT): every send plans the next step.
+_PLAN = {dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(Touch).on_conflict_do_nothing()
+         .returning(Touch.id) for dialect in (postgresql, sqlite)}
+
+
+_ADVANCING = (select(Enrollment.state, Enrollment.campaign_id, Enrollment.contact_id,
+                     Contact.timezone)
+              .join(Enrollment.contact).where(Enrollment.id == bindparam("enrollment"))
+              .with_for_update(of=Enrollment))
 
 
 class TouchKey(Protocol):
@@ -93,10 +105,8 @@ def advance(app: Nurture, session: Session, touch: TouchKey, sent_at: datetime) 
 
     The enrollment is read under a row lock, so a stop committed meanwhile is seen and kept.
     """
-    enrollment = session.execute(
-        select(Enrollment.state, Enrollment.campaign_id, Enrollment.contact_id, Contact.timezone)
-        .join(Enrollment.contact).where(Enrollment.id == touch.enrollment_id)
-        .with_for_update(of=Enrollment)).one()
+    enrollment = session.connection().execute(
+        _ADVANCING, {"enrollment": touch.enrollment_id}).one()
     campaign = app.campaigns.get(enrollment.campaign_id)
     round_ = round_of(touch.trigger_key)
     if round_ is None or campaign is None or enrollment.state != EnrollmentState.ACTIVE:

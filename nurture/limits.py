@@ -28,14 +28,14 @@ def take_send(settings: Settings, session: Session, now: datetime) -> datetime |
     spacing = timedelta(seconds=settings.limits_spacing)
     values = {"b_address": address, "today": today, "per_day": settings.limits_per_day,
               "now": now, "cutoff": now - spacing}
-    counted = session.scalar(_TAKE, values)  # the row almost always exists
+    counted = session.connection().execute(_TAKE, values).scalar()  # the row almost always exists
     if counted is None and session.get(Mailbox, address) is None:
         try:
             with session.begin_nested():
                 session.add(Mailbox(address=address, day=today, sent_today=0))
         except IntegrityError:
             pass  # another worker created it first
-        counted = session.scalar(_TAKE, values)
+        counted = session.connection().execute(_TAKE, values).scalar()
     if counted is not None:
         return None
     mailbox = session.get_one(Mailbox, address, populate_existing=True)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from ..app import Nurture
@@ -65,7 +65,7 @@ def obstacle(app: Nurture, session: Session, touch: Touch, now: datetime) -> str
         campaign.step(touch.step_id)
     except KeyError:
         return f"step {touch.step_id!r} was removed from campaign {campaign.id!r}"
-    if session.scalar(select(CampaignRow.paused).where(CampaignRow.id == campaign.id)):
+    if session.connection().execute(_PAUSED, {"campaign": campaign.id}).scalar():
         return ON_HOLD
     sequence = round_of(touch.trigger_key) is not None  # not a triggered thank-you
     if sequence and enrollment.state != EnrollmentState.ACTIVE:
@@ -75,6 +75,9 @@ def obstacle(app: Nurture, session: Session, touch: Touch, now: datetime) -> str
     if not in_window(now, campaign.send_window, window_zone(app, touch, campaign)):
         return CLOSED
     return None
+
+
+_PAUSED = select(CampaignRow.paused).where(CampaignRow.id == bindparam("campaign"))
 
 
 def window_zone(app: Nurture, touch: Touch, campaign: Campaign) -> ZoneInfo:

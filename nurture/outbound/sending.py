@@ -28,7 +28,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Update, delete, select, update
+from sqlalchemy import Update, bindparam, delete, select, update
 from sqlalchemy.orm import Session, defaultload
 
 from ..app import Nurture
@@ -186,13 +186,8 @@ def claim(app: Nurture, touch_id: int, batch: Batch, report: DeliveryReport,
     with app.db.transaction() as session:
         if owners is not None and app.db.engine.dialect.name == "postgresql":
             _lock_owners(session, *owners)
-        take = (update(Touch).where(Touch.id == touch_id, Touch.state == TouchState.QUEUED)
-                .values(state=TouchState.SENDING, claimed_at=now, attempts=Touch.attempts + 1,
-                        lease_until=now + timedelta(seconds=app.settings.worker_lease_seconds))
-                .returning(Touch.attempts))
-        if job_id is not None:
-            take = take.where(Touch.job_id == job_id)
-        attempt = session.scalar(take)
+        attempt = session.connection().execute(_TAKE if job_id is None else _TAKE_MINE, {
+            "touch": touch_id, "job": job_id, "now": now, "lease": _lease(app, now)}).scalar()
         if attempt is None:
             report.skipped.append(touch_id)  # someone else has it, or it was stopped
             return None
@@ -237,16 +232,42 @@ def _mine(claimed: Claimed, *states: TouchState) -> Update:
                                Touch.attempts == claimed.attempt)
 
 
+def _lease(app: Nurture, now: datetime) -> datetime:
+    return now + timedelta(seconds=app.settings.worker_lease_seconds)
+
+
+# The three statements of every email, built once (SQLAlchemy then finds each compiled in its
+# cache) and run as Core on the session's connection: they change rows the session has not
+# loaded, so there is no ORM bookkeeping to do.
+_NOW = bindparam("now", type_=Touch.claimed_at.type)
+_LEASE = bindparam("lease", type_=Touch.lease_until.type)
+_TAKE = (update(Touch)
+         .where(Touch.id == bindparam("touch"), Touch.state == TouchState.QUEUED)
+         .values(state=TouchState.SENDING, claimed_at=_NOW, lease_until=_LEASE,
+                 attempts=Touch.attempts + 1)
+         .returning(Touch.attempts))
+_TAKE_MINE = _TAKE.where(Touch.job_id == bindparam("job"))
+_MARK = (update(Touch)
+         .where(Touch.id == bindparam("touch"), Touch.state == TouchState.SENDING,
+                Touch.attempts == bindparam("attempt"))
+         .values(state=TouchState.TRANSMITTING, lease_until=_LEASE)
+         .returning(Touch.id))
+_RECORD = (update(Touch)
+           .where(Touch.id == bindparam("touch"),
+                  Touch.state.in_([TouchState.TRANSMITTING, TouchState.UNCERTAIN]),
+                  Touch.attempts == bindparam("attempt"))
+           .values(state=TouchState.SENT, sent_at=bindparam("now", type_=Touch.sent_at.type),
+                   reason=None, subject=bindparam("subject"))
+           .returning(Touch.enrollment_id, Touch.step_id, Touch.trigger_key))
+
+
 def _mark_transmitting(app: Nurture, claimed: Claimed) -> bool:
     """sending → transmitting, committed just before the message is committed: from here on a
     crash may have delivered it. The lease starts again, for the server's answer."""
-    now = app.now()
     with app.db.transaction() as session:
-        return session.scalar(
-            _mine(claimed, TouchState.SENDING)
-            .values(state=TouchState.TRANSMITTING,
-                    lease_until=now + timedelta(seconds=app.settings.worker_lease_seconds))
-            .returning(Touch.id)) is not None
+        return session.connection().execute(_MARK, {
+            "touch": claimed.touch_id, "attempt": claimed.attempt,
+            "lease": _lease(app, app.now())}).first() is not None
 
 
 def _record_sent(app: Nurture, claimed: Claimed, subject: str, report: DeliveryReport) -> None:
@@ -254,10 +275,9 @@ def _record_sent(app: Nurture, claimed: Claimed, subject: str, report: DeliveryR
     lease ran out while the server was answering, we now know it went."""
     now = app.now()
     with app.db.transaction() as session:
-        done = session.execute(
-            _mine(claimed, TouchState.TRANSMITTING, TouchState.UNCERTAIN)
-            .values(state=TouchState.SENT, sent_at=now, reason=None, subject=subject)
-            .returning(Touch.enrollment_id, Touch.step_id, Touch.trigger_key)).first()
+        done = session.connection().execute(_RECORD, {
+            "touch": claimed.touch_id, "attempt": claimed.attempt, "now": now,
+            "subject": subject}).first()
         log_event(session, now, "touch_sent", touch_id=claimed.touch_id,
                   contact_id=claimed.contact_id, enrollment_id=claimed.enrollment_id,
                   step=claimed.prepared.step.id, message_id=claimed.prepared.message_id,
