@@ -281,6 +281,7 @@ def _dateparser_date(window: str, language: str, anchor: date) -> date | None:
                 "RETURN_AS_TIMEZONE_AWARE": False}
     found = search_dates(window, languages=[language], settings=settings)  # type: ignore[arg-type]
     for text, when in found or []:
-        if _NAMES_A_DAY.search(text) and _plausible(when.date(), anchor):
-            return when.date()
+        day: date = when.date()
+        if _NAMES_A_DAY.search(text) and _plausible(day, anchor):
+            return day
     return None

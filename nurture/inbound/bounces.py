@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass
 from email import message_from_string
 from email.message import Message
+from typing import Any
 
 from .bounce_notices import (
     BOUNCE_SUBJECT,
@@ -209,7 +210,7 @@ def _from_ses(msg: Message) -> tuple[str, list[Failure]] | None:
     return kind, failures
 
 
-def ses_notification(body: str) -> dict | None:
+def ses_notification(body: str) -> dict[str, Any] | None:
     """The Amazon SES notification (bounce, complaint, delivery) an SNS email carries."""
     start = body.find("{")
     end = body.rfind("}")

@@ -114,37 +114,39 @@ def _classify(raw: bytes | Message, *, today: date | None = None, use_dateparser
 
 def _decide(msg: Message, subject: str, sender: str | None, ids: list[str], today: date | None,
             use_dateparser: bool) -> Classification:
-    base = {"subject": subject, "sender": sender}
     complaint = _read_complaint(msg, sender)
     if complaint is not None:
         recipient, returned = complaint
         return Classification("complaint", recipient=recipient,
-                              in_reply_to=_merge(ids, returned), **base)
+                              in_reply_to=_merge(ids, returned), subject=subject, sender=sender)
 
     report = read_delivery_report(msg, subject)
     if report is not None:
         main = report.main
         if main is None:  # delivered, relayed: nothing failed
             return Classification("other", in_reply_to=_merge(ids, report.original_message_ids),
-                                  **base)
+                                  subject=subject, sender=sender)
         return Classification("bounce", hard=report.hard, recipient=main.recipient,
                               status=main.status, reason=main.reason or None,
-                              in_reply_to=_merge(ids, report.original_message_ids), **base)
+                              in_reply_to=_merge(ids, report.original_message_ids),
+                              subject=subject, sender=sender)
 
     if looks_automated_sender(msg) or _mass_mailing(msg, ids):
-        return Classification("other", in_reply_to=ids, **base)
+        return Classification("other", in_reply_to=ids, subject=subject, sender=sender)
 
     if is_automatic(msg, subject, sender):  # never a person's reply
         notice = "\n".join(_strip_quotes(body_text(msg).split("\n")))  # not our quoted words
         if not is_out_of_office(msg, subject, notice):
-            return Classification("other", in_reply_to=ids, **base)  # changes nothing
+            # other automatic mail changes nothing
+            return Classification("other", in_reply_to=ids, subject=subject, sender=sender)
         back = read_return_date(notice, today or _date_header(msg), use_dateparser=use_dateparser)
         return Classification("auto_reply", recipient=sender, in_reply_to=ids,
-                              return_date=back, **base)
+                              return_date=back, subject=subject, sender=sender)
 
     if sender and (body_text(msg).strip() or subject.strip()):
-        return Classification("reply", recipient=sender, in_reply_to=ids, **base)
-    return Classification("other", in_reply_to=ids, **base)
+        return Classification("reply", recipient=sender, in_reply_to=ids, subject=subject,
+                              sender=sender)
+    return Classification("other", in_reply_to=ids, subject=subject, sender=sender)
 
 
 def _mass_mailing(msg: Message, ids: list[str]) -> bool:
