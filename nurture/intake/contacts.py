@@ -42,6 +42,10 @@ TEXT_FIELDS = ("first_name", "last_name", "organization", "role", "timezone", "o
 COLUMNS = ("email", *TEXT_FIELDS, "tags", "interests", "aliases")
 LIST_SEPARATOR = ";"
 _EMAIL = re.compile(r"[^@\s]+@[^@\s.]+(\.[^@\s.]+)+")
+# A plain dot-atom address, which parseaddr always reads as itself: such an address (nearly all
+# of them) skips parseaddr, the slowest part of checking a 50,000-row file.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1
 _CHUNK = 500  # rows per batch and per IN (...) look-up, well inside every driver's limit
 VIEW_FIELDS = ("first_name", "last_name", "email", "organization", "role")
@@ -81,7 +85,8 @@ def normalize_email(value: str) -> str:
         raise ValueError("an email address is required")
     if (control := control_character(text)) is not None:
         raise ValueError(f"{text!r} holds {control}, which no address may")
-    if (not _EMAIL.fullmatch(text) or parseaddr(text) != ("", text)
+    if (not _EMAIL.fullmatch(text)
+            or (not _PLAIN.fullmatch(text) and parseaddr(text) != ("", text))
             or len(text) > LIMITS["email"]):
         raise ValueError(f"{text!r} is not an email address")
     local, _, domain = text.rpartition("@")
