@@ -20,6 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .app import Nurture
+from .bulk import insert_rows
 from .content.campaigns import ROUND_PREFIX, Campaign, Step, round_key, round_of
 from .errors import ContactsError, NotFound, NurtureError, Problem
 from .intake.contacts import control_character, normalize_email
@@ -216,13 +217,12 @@ def _enroll_batch(app: Nurture, session: Session, campaign: Campaign, batch: lis
                   now: datetime, result: EnrollResult) -> None:
     """Enroll a batch of contacts (none suppressed or known to be enrolled) with three
     multi-row inserts; a contact enrolled meanwhile by another process counts as already."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
-    table = Base.metadata.tables
-    inserted = dict(session.execute(
-        dialect.insert(table["enrollments"]).on_conflict_do_nothing().returning(
-            table["enrollments"].c.contact_id, table["enrollments"].c.id),
-        [{"contact_id": row.id, "campaign_id": campaign.id, "state": EnrollmentState.ACTIVE,
-          "enrolled_at": now, "ended_at": None, "stop_reason": None} for row in batch]).all())
+    table, conn = Base.metadata.tables, session.connection()
+    inserted = dict(insert_rows(
+        conn, table["enrollments"], [
+            {"contact_id": row.id, "campaign_id": campaign.id, "state": EnrollmentState.ACTIVE,
+             "enrolled_at": now, "ended_at": None, "stop_reason": None} for row in batch],
+        returning=("contact_id", "id"), skip_conflicts=True))
     first, due_by_zone = campaign.next_step(None), dict[str, datetime]()
     touches, events = [], []
     for row in batch:
@@ -240,10 +240,8 @@ def _enroll_batch(app: Nurture, session: Session, campaign: Campaign, batch: lis
                             "trigger_key": "", "state": TouchState.SCHEDULED,
                             "due_at": due_by_zone[row.timezone], "attempts": 0,
                             "created_at": now})
-    if touches:
-        session.execute(insert(table["touches"]), touches)
-    if events:
-        session.execute(insert(table["events"]), events)
+    insert_rows(conn, table["touches"], touches)
+    insert_rows(conn, table["events"], events)
 
 
 def _enroll_one(app: Nurture, session: Session, campaign: Campaign, contact: Contact,

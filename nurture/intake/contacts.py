@@ -28,10 +28,11 @@ from email.utils import parseaddr
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, String, bindparam, insert, or_, select, update
+from sqlalchemy import Connection, String, bindparam, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from ..bulk import insert_rows
 from ..clock import Clock
 from ..db import Database
 from ..errors import ContactsError, Problem
@@ -110,8 +111,9 @@ def import_contacts(db: Database, path: Path, clock: Clock,
     Raises :class:`ContactsError` listing every problem, having written nothing. An existing
     contact (same address, any case) gets the row's non-blank values, or counts as unchanged.
     ``needs_details`` stays set while a contact has no first name and no organization.
-    The rows are written in batches with Core statements (a look-up, one multi-row insert and
-    one executemany update per batch); ``progress`` hears after each batch.
+    The rows are written in batches with Core statements (a look-up, one multi-row insert per
+    table and one executemany update per batch: :mod:`nurture.bulk`); ``progress`` hears after
+    each batch.
     """
     from .contacts_csv import read_contacts  # it checks addresses with normalize_email
 
@@ -169,18 +171,16 @@ def _import_batch(conn: Connection, batch: list[dict[str, Any]], taken: dict[str
         else:
             counts["unchanged"] += 1
     if created:
-        ids_by_email = {email: contact_id for contact_id, email in conn.execute(
-            insert(_CONTACTS).returning(_CONTACTS.c.id, _CONTACTS.c.email), created)}
+        ids_by_email = {email: contact_id for contact_id, email in insert_rows(
+            conn, _CONTACTS, created, returning=("id", "email"))}
         for row in batch:
             if (contact_id := ids_by_email.get(row["email"])) is not None:
                 tags += [{"contact_id": contact_id, "tag": tag} for tag in row["tags"]]
                 aliases += [{"contact_id": contact_id, "email": a} for a in row["aliases"]]
     if changed:
         conn.execute(update(_CONTACTS).where(_CONTACTS.c.id == bindparam("b_id")), changed)
-    if tags:
-        conn.execute(insert(_TAGS), tags)
-    if aliases:
-        conn.execute(insert(_ALIASES), aliases)
+    insert_rows(conn, _TAGS, tags)
+    insert_rows(conn, _ALIASES, aliases)
 
 
 def _taken_aliases(conn: Connection, path: Path, rows: list[dict[str, Any]]) -> dict[str, int]:
