@@ -25,9 +25,9 @@ from typing import Any
 
 
 def nurture_emails(values: dict[str, Any], distinct: int) -> list[EmailMessage]:
-    from nurture.engine import tick
     from nurture.outbound.sending import deliver
     from nurture.outbound.transport import Staged, Transport
+    from nurture.ticking import tick
 
     from .common import CAMPAIGN_ID, Collect, open_app, workdir, write_campaigns
     from .data import load_due
@@ -65,7 +65,8 @@ def nurture_emails(values: dict[str, Any], distinct: int) -> list[EmailMessage]:
 
 
 def main() -> None:
-    from nurture.outbound.transport import SmtpTransport, envelope
+    from nurture.outbound.smtp import SmtpTransport
+    from nurture.outbound.transport import envelope
 
     config = json.loads(sys.argv[1])
     n, port, mode = config["n"], config["port"], config["mode"]

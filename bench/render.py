@@ -47,7 +47,9 @@ def fastest_ms(fn: Callable[[], object], repeat: int) -> float:
 
 def measure(repeat: int) -> list[dict[str, Any]]:
     from nurture.content.library import load_library
-    from nurture.outbound.render import Renderer, build_message, sample_context
+    from nurture.outbound.mime import build_message
+    from nurture.outbound.render import Renderer
+    from nurture.outbound.samples import sample_context
 
     rows = []
     for template, layout, kind in EMAILS:

@@ -36,7 +36,7 @@ class Timed:
 def main() -> None:
     config = json.loads(sys.argv[1])
     from nurture.clock import FakeClock
-    from nurture.engine import tick
+    from nurture.ticking import tick
 
     from .common import Collect, open_app
 

@@ -36,7 +36,7 @@ def main() -> None:
     connection = Redis.from_url(config["redis_url"])
     app = None
     if config.get("settings"):
-        from nurture.outbound.render import sample_context
+        from nurture.outbound.samples import sample_context
         from nurture.worker import jobs
 
         from .common import open_app

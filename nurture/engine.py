@@ -20,19 +20,23 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from .app import Nurture
+from .bulk import insert_rows
 from .content.campaigns import ROUND_PREFIX, Campaign, Step, round_key, round_of
-from .errors import NotFound, NurtureError
-from .intake.contacts import find_contacts, normalize_email
+from .errors import ContactsError, NotFound, NurtureError, Problem
+from .intake.contacts import control_character, normalize_email
 from .models import (
     PENDING,
+    Base,
     Contact,
     ContactStatus,
+    ContactTag,
     Enrollment,
     EnrollmentState,
     Event,
     Touch,
     TouchState,
 )
+from .progress import Progress
 from .schedule import due_at
 
 ALWAYS_STOP = ("unsubscribe", "bounce")
@@ -61,27 +65,31 @@ def plan_touch(app: Nurture, session: Session, campaign: Campaign, enrollment_id
     """Plan ``step`` for an enrollment; returns the new touch's id, or None if that
     (enrollment, step, trigger) already exists (the unique key decides, and nothing fails).
 
-    ``trigger_key`` is the round for a sequence step (:func:`nurture.content.campaigns.round_key`)
-    and
-    the occasion for a triggered one (a thank-you), which ignores the step's wait: it goes out as
-    soon as the window allows. The send window is read in the contact's time zone unless the
-    window names its own.
+    ``trigger_key`` is the round for a sequence step (see :func:`~.content.campaigns.round_key`)
+    and the occasion for a triggered one (a thank-you), which ignores the step's wait: it goes
+    out as soon as the window allows (see :func:`planned_due`).
     """
-    window = campaign.send_window
-    zone = app.zone_for(contact_timezone, window.timezone if window else None)
-    wait = step.wait if round_of(trigger_key) is not None else None
     connection = session.connection()
     planned: int | None = connection.execute(_PLAN[connection.dialect.name], {
         "enrollment_id": enrollment_id, "step_id": step.id, "trigger_key": trigger_key,
-        "due_at": due_at(after, wait, window, zone), "created_at": app.now(),
-        "state": TouchState.SCHEDULED, "attempts": 0}).scalar()
+        "due_at": planned_due(app, campaign, contact_timezone, step, after, trigger_key),
+        "created_at": app.now(), "state": TouchState.SCHEDULED, "attempts": 0}).scalar()
     return planned
+
+
+def planned_due(app: Nurture, campaign: Campaign, contact_timezone: str, step: Step,
+                after: datetime, trigger_key: str = "") -> datetime:
+    """When :func:`plan_touch` plans ``step``: after its wait (a sequence step only), at the
+    next opening of the campaign's send window in the contact's zone (or the window's own)."""
+    window = campaign.send_window
+    zone = app.zone_for(contact_timezone, window.timezone if window else None)
+    wait = step.wait if round_of(trigger_key) is not None else None
+    return due_at(after, wait, window, zone)
 
 
 # Built once per dialect (each has its own ON CONFLICT): every send plans the next step.
 _PLAN = {dialect.__name__.rsplit(".", 1)[-1]: dialect.insert(Touch).on_conflict_do_nothing()
          .returning(Touch.id) for dialect in (postgresql, sqlite)}
-
 
 _ADVANCING = (select(Enrollment.state, Enrollment.campaign_id, Enrollment.contact_id,
                      Contact.timezone)
@@ -134,28 +142,112 @@ class EnrollResult:
 
 
 def enroll(app: Nurture, campaign_id: str, *, tags: Sequence[str] = (),
-           emails: Sequence[str] = ()) -> EnrollResult:
+           emails: Sequence[str] = (), progress: Progress | None = None) -> EnrollResult:
     """Enroll contacts in a campaign and plan their first step.
 
     With neither tags nor emails, the campaign's ``audience`` tags choose the contacts.
-    Enrolling twice is harmless: a contact goes through a campaign once.
+    Enrolling twice is harmless: a contact goes through a campaign once. A malformed address
+    or tag raises :class:`~nurture.errors.ContactsError` before anything is written.
+
+    Set-based, for lists of any size: one query selects the contacts with what decides their
+    fate, then each batch is one multi-row insert of enrollments, one of their first touches
+    (due as :func:`plan_touch` plans it, computed once per time zone) and one of events;
+    ``progress`` hears after each batch.
     """
     campaign = app.campaign(campaign_id)
     if not tags and not emails:
         tags = campaign.audience_tags
+    tag_keys, email_keys = _enroll_keys(tags, emails)
     result = EnrollResult(campaign.id)
     now = app.now()
     with app.db.transaction() as session:
         app.campaign_row(session, campaign)
         session.flush()
-        contacts = find_contacts(session, tags=tags, emails=emails) if (tags or emails) else []
-        found = {c.email for c in contacts}
-        result.missing = [e for e in emails if normalize_email(e) not in found]
-        for contact in contacts:
-            enrollment = _enroll_one(app, session, campaign, contact, now, result)
-            if enrollment is not None:
-                result.enrolled.append(contact.email)
+        chosen = _chosen(session, campaign.id, tag_keys, list(email_keys.values()))
+        found = {row.email for row in chosen}
+        result.missing = [given for given, key in email_keys.items() if key not in found]
+        todo = []
+        for row in chosen:
+            if row.status != ContactStatus.ACTIVE:
+                result.suppressed.append(row.email)
+            elif row.enrolled:
+                result.already.append(row.email)
+            else:
+                todo.append(row)
+        for start in range(0, len(todo), _BATCH):
+            _enroll_batch(app, session, campaign, todo[start:start + _BATCH], now, result)
+            if progress is not None:
+                progress(min(start + _BATCH, len(todo)), len(todo))
     return result
+
+
+_BATCH = 2000  # enrollments per multi-row insert
+
+
+def _enroll_keys(tags: Sequence[str], emails: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """The tags as stored, and each given address with its stored form; or ContactsError."""
+    problems, tag_keys, email_keys = [], [], {}
+    for tag in tags:
+        if (control := control_character(tag)) is not None:
+            problems.append(Problem("<input>", None, "tag", f"{tag!r} holds {control}"))
+        elif tag.strip():
+            tag_keys.append(tag.strip().lower())
+    for email in emails:
+        try:
+            email_keys[email] = normalize_email(email)
+        except ValueError as exc:
+            problems.append(Problem("<input>", None, "email", str(exc)))
+    if problems:
+        raise ContactsError(problems)
+    return tag_keys, email_keys
+
+
+def _chosen(session: Session, campaign_id: str, tag_keys: list[str],
+            email_keys: list[str]) -> list[Any]:
+    """Contacts having any of the tags or one of the addresses, each once, ordered by email
+    (in Python: SQLite's and PostgreSQL's collations differ), with whether they are enrolled."""
+    enrolled = select(Enrollment.id).where(Enrollment.contact_id == Contact.id,
+                                           Enrollment.campaign_id == campaign_id).exists()
+    query = select(Contact.id, Contact.email, Contact.status, Contact.timezone,
+                   enrolled.label("enrolled"))
+    wheres = [Contact.id.in_(select(ContactTag.contact_id).where(ContactTag.tag.in_(tag_keys)))
+              ] if tag_keys else []
+    wheres += [Contact.email.in_(email_keys[start:start + 500])
+               for start in range(0, len(email_keys), 500)]
+    rows: dict[int, Any] = {row.id: row for where in wheres
+                            for row in session.execute(query.where(where))}
+    return sorted(rows.values(), key=lambda row: str(row.email))
+
+
+def _enroll_batch(app: Nurture, session: Session, campaign: Campaign, batch: list[Any],
+                  now: datetime, result: EnrollResult) -> None:
+    """Enroll a batch of contacts (none suppressed or known to be enrolled) with three
+    multi-row inserts; a contact enrolled meanwhile by another process counts as already."""
+    table, conn = Base.metadata.tables, session.connection()
+    inserted = dict(insert_rows(
+        conn, table["enrollments"], [
+            {"contact_id": row.id, "campaign_id": campaign.id, "state": EnrollmentState.ACTIVE,
+             "enrolled_at": now, "ended_at": None, "stop_reason": None} for row in batch],
+        returning=("contact_id", "id"), skip_conflicts=True))
+    first, due_by_zone = campaign.next_step(None), dict[str, datetime]()
+    touches, events = [], []
+    for row in batch:
+        if (enrollment_id := inserted.get(row.id)) is None:
+            result.already.append(row.email)
+            continue
+        result.enrolled.append(row.email)
+        events.append({"at": now, "kind": "enrolled", "contact_id": row.id,
+                       "enrollment_id": enrollment_id, "touch_id": None,
+                       "detail": json.dumps({"campaign": campaign.id}, sort_keys=True)})
+        if first is not None:
+            if row.timezone not in due_by_zone:
+                due_by_zone[row.timezone] = planned_due(app, campaign, row.timezone, first, now)
+            touches.append({"enrollment_id": enrollment_id, "step_id": first.id,
+                            "trigger_key": "", "state": TouchState.SCHEDULED,
+                            "due_at": due_by_zone[row.timezone], "attempts": 0,
+                            "created_at": now})
+    insert_rows(conn, table["touches"], touches)
+    insert_rows(conn, table["events"], events)
 
 
 def _enroll_one(app: Nurture, session: Session, campaign: Campaign, contact: Contact,

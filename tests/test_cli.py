@@ -114,6 +114,37 @@ def test_bad_csv_imports_nothing_and_names_lines(project: Path, database_url: st
     assert "no contact ok@a.example" in out
 
 
+def test_enroll_exits_1_when_it_finds_no_contact(project: Path, database_url: str) -> None:
+    invoke(project, "contacts", "import", str(project / "contacts.csv"), db=database_url)
+    code, out = invoke(project, "enroll", "referral-outreach", "--email", "unknown@x.example",
+                       db=database_url)
+    assert code == 1 and "Error: no contact unknown@x.example (import it first)" in out
+    code, out = invoke(project, "enroll", "referral-outreach", "--tag", "nobody",
+                       db=database_url)
+    assert code == 1 and "Error: no contact has the tag nobody" in out
+    code, out = invoke(project, "--now", NOW, "enroll", "referral-outreach", "--tag",
+                       "physician", db=database_url)
+    assert code == 0 and out.startswith("referral-outreach: 3 enrolled")  # piped: no bar
+    assert out.count("\n") == 1
+
+
+def test_control_characters_are_refused_at_the_command_line(project: Path,
+                                                            database_url: str) -> None:
+    bad = project / "ctl.csv"
+    bad.write_text("email,first_name\nok@a.example,A\x00nn\n")
+    code, out = invoke(project, "contacts", "import", str(bad), db=database_url)
+    assert code == 1 and "ctl.csv:2: first_name: the cell holds a control character (U+0000)" \
+        in out
+    for args in (["reply", "a\x01b@x.org"], ["unsubscribe", "a\x00b@x.org"],
+                 ["enroll", "referral-outreach", "--email", "a\x01b@x.org"]):
+        code, out = invoke(project, *args, db=database_url)
+        assert code == 2 and "control character" in out, args
+    code, out = invoke(project, "referral", "add", "a\x01b@x.org", db=database_url)
+    assert code == 1 and "control character (U+0001)" in out
+    code, out = invoke(project, "status", db=database_url)
+    assert code == 0
+
+
 def test_now_option_rejects_garbage(project: Path) -> None:
     code, out = invoke(project, "--now", "next tuesday", "status", db="sqlite://")
     assert code == 2 and "not an ISO-8601 time" in out

@@ -9,6 +9,7 @@ import click
 from ..app import Nurture
 from ..intake.contacts import import_contacts
 from .context import pass_app
+from .progress import progress_bar
 
 
 @click.group()
@@ -26,5 +27,6 @@ def import_(app: Nurture, path: Path) -> None:
     aliases
     (tags, interests and aliases separated by ";").
     """
-    result = import_contacts(app.db, path, app.clock)
+    with progress_bar("Importing contacts") as progress:
+        result = import_contacts(app.db, path, app.clock, progress)
     click.echo(f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged")

@@ -10,20 +10,33 @@ from ..engine import pause_campaign
 from ..inbound.inbox import record_reply
 from ..outbound.unsubscribe import unsubscribe as unsubscribe_contact
 from .context import pass_app
+from .progress import email_param, progress_bar
 
 
 @click.command()
 @click.argument("campaign")
 @click.option("--tag", "tags", multiple=True, help="Enroll contacts with this tag (repeatable).")
-@click.option("--email", "emails", multiple=True, help="Enroll this contact (repeatable).")
+@click.option("--email", "emails", multiple=True, callback=email_param,
+              help="Enroll this contact (repeatable).")
 @pass_app
 def enroll(app: Nurture, campaign: str, tags: tuple[str, ...], emails: tuple[str, ...]) -> None:
-    """Enroll contacts in CAMPAIGN. Without --tag or --email, the campaign's audience."""
-    result = enroll_contacts(app, campaign, tags=tags, emails=emails)
+    """Enroll contacts in CAMPAIGN. Without --tag or --email, the campaign's audience.
+
+    Exits 1 when an --email is not a contact, or when no contact has the tags.
+    """
+    with progress_bar(f"Enrolling in {campaign}") as progress:
+        result = enroll_contacts(app, campaign, tags=tags, emails=emails, progress=progress)
     click.echo(f"{result.campaign}: {len(result.enrolled)} enrolled, {len(result.already)} "
                f"already enrolled, {len(result.suppressed)} unsubscribed or bounced")
-    for email in result.missing:
-        click.echo(f"  no contact {email} (import it first)", err=True)
+    if result.missing:
+        raise click.ClickException(f"no contact {', '.join(result.missing)} (import it first)")
+    if not (result.enrolled or result.already or result.suppressed):
+        wanted = tags or app.campaign(campaign).audience_tags
+        raise click.ClickException(
+            f"no contact has {'any of the tags' if len(wanted) > 1 else 'the tag'} "
+            f"{', '.join(wanted)}"
+            if wanted else "no contact chosen: give --tag or --email (the campaign has no "
+            "audience)")
 
 
 @click.command()
@@ -45,7 +58,7 @@ def resume(app: Nurture, campaign: str) -> None:
 
 
 @click.command()
-@click.argument("email")
+@click.argument("email", callback=email_param)
 @pass_app
 def reply(app: Nurture, email: str) -> None:
     """Record that EMAIL replied: their sequences stop, so you can answer personally."""
@@ -55,7 +68,7 @@ def reply(app: Nurture, email: str) -> None:
 
 
 @click.command()
-@click.argument("email")
+@click.argument("email", callback=email_param)
 @pass_app
 def unsubscribe(app: Nurture, email: str) -> None:
     """Unsubscribe EMAIL now: nothing more is sent to them."""

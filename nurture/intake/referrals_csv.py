@@ -27,7 +27,8 @@ from ..app import Nurture
 from ..conflicts import retry_conflicts
 from ..engine import log_event
 from ..errors import InputError, Problem
-from .contacts import normalize_email, read_csv_rows
+from .contacts import normalize_email
+from .contacts_csv import read_csv_rows
 from .referrals import (
     ReferralResult,
     check_external_ref,
