@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..app import Nurture
-from ..intake.contacts import import_contacts
 from .context import pass_app
+
+if TYPE_CHECKING:
+    from ..app import Nurture
 
 
 @click.group()
@@ -26,5 +28,7 @@ def import_(app: Nurture, path: Path) -> None:
     aliases
     (tags, interests and aliases separated by ";").
     """
+    from ..intake.contacts import import_contacts
+
     result = import_contacts(app.db, path, app.clock)
     click.echo(f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged")

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ..app import Nurture
-from ..engine import enroll as enroll_contacts
-from ..engine import pause_campaign
-from ..inbound.inbox import record_reply
-from ..outbound.unsubscribe import unsubscribe as unsubscribe_contact
 from .context import pass_app
+
+if TYPE_CHECKING:  # heavy modules are imported by the commands that need them
+    from ..app import Nurture
 
 
 @click.command()
@@ -19,6 +19,8 @@ from .context import pass_app
 @pass_app
 def enroll(app: Nurture, campaign: str, tags: tuple[str, ...], emails: tuple[str, ...]) -> None:
     """Enroll contacts in CAMPAIGN. Without --tag or --email, the campaign's audience."""
+    from ..engine import enroll as enroll_contacts
+
     result = enroll_contacts(app, campaign, tags=tags, emails=emails)
     click.echo(f"{result.campaign}: {len(result.enrolled)} enrolled, {len(result.already)} "
                f"already enrolled, {len(result.suppressed)} unsubscribed or bounced")
@@ -31,6 +33,8 @@ def enroll(app: Nurture, campaign: str, tags: tuple[str, ...], emails: tuple[str
 @pass_app
 def pause(app: Nurture, campaign: str) -> None:
     """Pause CAMPAIGN: nothing of it is sent until `nurture resume`; nothing is lost."""
+    from ..engine import pause_campaign
+
     changed = pause_campaign(app, campaign)
     click.echo(f"{campaign} paused" if changed else f"{campaign} was already paused")
 
@@ -40,6 +44,8 @@ def pause(app: Nurture, campaign: str) -> None:
 @pass_app
 def resume(app: Nurture, campaign: str) -> None:
     """Resume CAMPAIGN: what came due meanwhile goes out from the next tick, within limits."""
+    from ..engine import pause_campaign
+
     changed = pause_campaign(app, campaign, paused=False)
     click.echo(f"{campaign} resumed" if changed else f"{campaign} was not paused")
 
@@ -49,6 +55,8 @@ def resume(app: Nurture, campaign: str) -> None:
 @pass_app
 def reply(app: Nurture, email: str) -> None:
     """Record that EMAIL replied: their sequences stop, so you can answer personally."""
+    from ..inbound.inbox import record_reply
+
     result = record_reply(app, email)
     stopped = ", ".join(result.stopped) or "nothing was running"
     click.echo(f"reply from {result.email} recorded; stopped: {stopped}")
@@ -59,5 +67,7 @@ def reply(app: Nurture, email: str) -> None:
 @pass_app
 def unsubscribe(app: Nurture, email: str) -> None:
     """Unsubscribe EMAIL now: nothing more is sent to them."""
+    from ..outbound.unsubscribe import unsubscribe as unsubscribe_contact
+
     result = unsubscribe_contact(app, email)
     click.echo(f"{result} unsubscribed; every unsent email to them is cancelled")
