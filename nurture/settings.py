@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import secrets
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -175,6 +173,8 @@ def _lines(text: str) -> dict[tuple[str | None, str], int]:
 def _from_toml(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
+    import tomllib  # here, not at the top: every command's --help imports this module
+
     text = path.read_text(encoding="utf-8")
     try:
         data = tomllib.loads(text)
@@ -250,6 +250,8 @@ def _anchored(url: str, project_dir: Path) -> str:
 
 def _generated_secret(state_dir: Path) -> str:
     """A per-project secret kept in the state folder, so links stay valid across runs."""
+    import secrets
+
     path = state_dir / "secret"
     if path.exists():
         return path.read_text().strip()
