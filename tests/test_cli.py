@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -258,3 +259,36 @@ def test_worker_summary_says_where_each_setting_came_from(project: Path) -> None
                            f"sqlite:///{project}/opt.db", "worker", "--burst"], env=env,
                           capture_output=True, text=True, timeout=120, cwd=project)
     assert done.stdout.splitlines()[0].endswith("opt.db  (option)"), done.stdout + done.stderr
+
+
+def test_the_worker_says_what_it_does(project: Path, smtp_sink: Any) -> None:
+    assert run(project, "contacts", "import", "contacts.csv").returncode == 0
+    assert run(project, "--now", NOW, "enroll", "referral-outreach").returncode == 0
+    smtp_sink.reject["dr.lee@lakeside-ortho.example.org"] = (550, "5.1.1 no such mailbox")
+    smtp_sink.reject["j.brooks@brooks-chiro.example.com"] = (451, "4.3.0 try again later")
+    env = {**os.environ, "NURTURE_SMTP_URL": smtp_sink.url,
+           "NURTURE_WEB_BASE_URL": "https://riverapt.example"}
+    done = subprocess.run([sys.executable, "-m", "nurture", "--now", NOW, "worker", "--burst"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[2].startswith("mail:     smtp") and lines[2].endswith("(environment)")
+    assert lines[4] == "2026-12-07 09:00:00 CST  tick: 5 emails due, queued in 1 jobs"
+    emails = lines[5:]
+    assert len(emails) == 5, done.stdout
+    sent = [line for line in emails if line.endswith("]") and "  sent  [touch" in line]
+    assert len(sent) == 3
+    assert ('2026-12-07 09:00:00 CST  coach.rivera@ironworks-gym.example.com  '
+            'referral-outreach/hello  "Thank you for what you do at Ironworks Gym"  sent  '
+            '[touch 1]') in sent
+    (failed,) = [line for line in emails if "dr.lee@" in line]
+    assert "  FAILED (" in failed and "5.1.1" in failed
+    (retry,) = [line for line in emails if "j.brooks@" in line]
+    assert "  NOT SENT, will retry (" in retry and "4.3.0" in retry
+    assert "result is kept" not in done.stdout + done.stderr  # RQ's own lines: only --verbose
+    verbose = subprocess.run([sys.executable, "-m", "nurture", "--now", NOW, "worker", "--burst",
+                              "--verbose"], env=env, capture_output=True, text=True,
+                             timeout=120, cwd=project)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "done, quitting" in verbose.stdout + verbose.stderr  # RQ speaks at INFO
+    assert "done, quitting" not in done.stdout + done.stderr

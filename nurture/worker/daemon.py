@@ -22,6 +22,7 @@ from ..app import Nurture
 from ..engine import tick
 from ..errors import InputError
 from ..inbound.imap import inbox_config
+from ..outbound import activity
 from ..outbound.transport import open_transport
 from . import jobs
 from .redis_server import EmbeddedRedis, connect
@@ -66,14 +67,14 @@ def run_worker(app: Nurture, *, burst: bool = False, echo: Callable[[str], None]
     rq_level = "INFO" if verbose else "WARNING"  # RQ's "job … result is kept …" lines
     app.db.analyze()
     # A daemon owns its embedded Redis: a borrowed one would stop when its owner's command ends.
-    with connect(app.settings.redis_url, app.settings.state_dir, own=not burst,
-                 on_wait=echo) as (connection, description):
+    with activity.shown(echo), connect(app.settings.redis_url, app.settings.state_dir,
+                                       own=not burst, on_wait=echo) as (connection, description):
         echo(describe(app, description))
         jobs.bind(app)
         queue = Queue(app.settings.worker_queue, connection=connection)
         try:
             if burst:
-                _tick_now(app, connection, echo)
+                _tick_now(app, connection)
                 worker = SimpleWorker([queue], connection=connection)
                 return worker.work(burst=True, with_scheduler=True, logging_level=rq_level)
             url = app.settings.redis_url or EmbeddedRedis(app.settings.state_dir).url
@@ -85,7 +86,7 @@ def run_worker(app: Nurture, *, burst: bool = False, echo: Callable[[str], None]
                 # What is due goes out now, not when the cron scheduler has started (a second
                 # or more); if Redis is down, its periodic tick does it later.
                 try:
-                    _tick_now(app, connection, echo)
+                    _tick_now(app, connection)
                 except RedisError:
                     log.exception("the first tick could not reach Redis")
                 return _work_until_stopped(queue, connection, rq_level)
@@ -100,9 +101,8 @@ def run_worker(app: Nurture, *, burst: bool = False, echo: Callable[[str], None]
             jobs.bind(None)
 
 
-def _tick_now(app: Nurture, connection: Redis, echo: Callable[[str], None]) -> None:
-    report = tick(app, jobs.RQDispatcher(app, connection))
-    echo(f"tick: {report.enqueued} touches in {report.jobs} jobs")
+def _tick_now(app: Nurture, connection: Redis) -> None:
+    activity.tick(app, tick(app, jobs.RQDispatcher(app, connection)))
 
 
 def _work_until_stopped(queue: Queue, connection: Redis, rq_level: str) -> bool:
