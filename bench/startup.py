@@ -29,11 +29,12 @@ HELP = [["--help"], ["status", "--help"], ["worker", "--help"], ["enroll", "--he
 BUDGET = 0.3  # seconds, for help
 
 
-def timed(args: list[str], cwd: Path, env: dict[str, str], runs: int) -> list[float]:
+def timed(args: list[str], cwd: Path, env: dict[str, str], runs: int,
+          command: tuple[str, ...] = ("-m", "nurture")) -> list[float]:
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "nurture", *args], cwd=cwd, env=env,
+        done = subprocess.run([sys.executable, *command, *args], cwd=cwd, env=env,
                               capture_output=True, text=True)
         times.append(time.perf_counter() - start)
         if done.returncode != 0:
@@ -94,6 +95,9 @@ def main() -> None:
         print(f"nurture from {opts.source or 'this checkout'}; {opts.runs} runs each, "
               f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}\n")
         print("| command | median s | fastest s | under 0.3 s |\n|---|---|---|---|")
+        floor = timed([], folder, env, opts.runs, ("-c", "pass"))
+        print(f"| `python -c pass` (the floor: Python itself) | {statistics.median(floor):.3f} "
+              f"| {min(floor):.3f} |", flush=True)
         for args in HELP:
             print(row(" ".join(args), timed(args, folder, env, opts.runs), BUDGET), flush=True)
         print(row("validate", timed(["validate"], folder, env, opts.runs)), flush=True)

@@ -225,18 +225,41 @@ def load_settings(project_dir: Path | None = None, overrides: Mapping[str, Any] 
     values["database_url"] = _anchored(values.get("database_url", default("database_url")),
                                        project_dir)
     settings = Settings(project_dir=project_dir, sources=sources, **values)
-    src = str(project_dir / CONFIG_FILE)
-    problems = [Problem(src, None, name, f"must be at least {low}")
-                for name, low in MINIMUMS.items() if getattr(settings, name) < low]
-    if settings.worker_lease_seconds <= settings.smtp_timeout:
-        problems.append(Problem(src, None, "worker_lease_seconds", "must be more than "
-                                f"smtp_timeout ({settings.smtp_timeout} s): a send still waiting "
-                                "on the server would outlive its claim"))
+    problems = _problems(settings)
     if problems:
         raise InputError(problems)
     if not settings.secret_key:
         settings = replace(settings, secret_key=_generated_secret(settings.state_dir))
     return settings
+
+
+def _problems(settings: Settings) -> list[Problem]:
+    """Values no command could work with, each named where it was set."""
+
+    def where(name: str) -> str:
+        return {"environment": env_name(name), "option": f"--{name.replace('_', '-')}",
+                "file": str(settings.project_dir / CONFIG_FILE)}.get(settings.source(name),
+                                                                    "default")
+
+    problems = [Problem(where(name), None, name, f"must be at least {low}")
+                for name, low in MINIMUMS.items() if getattr(settings, name) < low]
+    if settings.worker_lease_seconds <= settings.smtp_timeout:
+        problems.append(Problem(where("worker_lease_seconds"), None, "worker_lease_seconds",
+                                f"must be more than smtp_timeout ({settings.smtp_timeout} s): a "
+                                "send still waiting on the server would outlive its claim"))
+    if not settings.database_url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+        problems.append(Problem(where("database_url"), None, "database_url",
+                                f"{settings.database_url!r}: nurture works with sqlite:///FILE "
+                                "or postgresql+psycopg://user@host/db"))
+    try:
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(settings.practice_timezone)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        problems.append(Problem(where("practice_timezone"), None, "practice_timezone",
+                                f"{settings.practice_timezone!r} is not a time zone (e.g. "
+                                "America/Chicago)"))
+    return problems
 
 
 def _anchored(url: str, project_dir: Path) -> str:

@@ -64,7 +64,9 @@ def test_in_an_initialised_folder_the_environment_takes_effect(initialised: Path
     assert option.source(name) == "option"  # an option beats the environment, even when empty
     section, key = name.split("_", 1)
     text = (initialised / "nurture.toml").read_text()
-    text = text.replace(f"[{section}]\n", f'[{section}]\n{key} = "from-the-file"\n', 1)
+    in_file = {"database": "sqlite:////tmp/file.db", "redis": "redis://file.example:6379/0",
+               "smtp": "smtp://file.example:25"}[section]
+    text = text.replace(f"[{section}]\n", f'[{section}]\n{key} = "{in_file}"\n', 1)
     (initialised / "nurture.toml").write_text(text)
     assert load_settings(initialised, environ={}).source(name) == "file"
     assert getattr(load_settings(initialised, environ=env), name) == value  # env beats the file
@@ -134,3 +136,15 @@ def test_the_lease_must_outlast_the_smtp_timeout(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="smtp_timeout: must be at least 1"):
         load_settings(tmp_path, environ={"NURTURE_SMTP_TIMEOUT": "0"})
     assert load_settings(tmp_path, environ={}).smtp_timeout == 30
+
+
+def test_values_no_command_could_use_are_refused_where_they_were_set(tmp_path: Path) -> None:
+    write_toml(tmp_path, '[practice]\ntimezone = "Mars/Base"\n')
+    with pytest.raises(InputError, match=r"nurture.toml: practice_timezone: 'Mars/Base' is not "
+                                         r"a time zone"):
+        load_settings(tmp_path, environ={})
+    with pytest.raises(InputError, match=r"--database-url: database_url: 'mysql://x/y': nurture "
+                                         r"works with sqlite"):
+        load_settings(tmp_path / "none", {"database_url": "mysql://x/y"}, environ={})
+    with pytest.raises(InputError, match="NURTURE_SMTP_TIMEOUT: smtp_timeout: must be at least"):
+        load_settings(tmp_path / "none", environ={"NURTURE_SMTP_TIMEOUT": "0"})
