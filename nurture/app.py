@@ -13,18 +13,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy.orm import Session
-
 from .clock import Clock, SystemClock
-from .content.campaigns import Campaign, load_campaigns
 from .db import Database, open_database
 from .errors import NotFound
 from .models import CampaignRow
-from .outbound.render import Renderer
 from .settings import Settings, load_settings
+
+if TYPE_CHECKING:  # campaigns (pydantic, YAML) and rendering (Jinja2, MJML) load on first use:
+    from sqlalchemy.orm import Session  # `nurture status` needs neither
+
+    from .content.campaigns import Campaign
+    from .outbound.render import Renderer
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ class Nurture:
             return self._campaigns
         sig = (_signature(self.settings.campaigns_dir), _signature(self.settings.templates_dir))
         if self._campaigns is None or sig != self._campaigns_sig:
+            from .content.campaigns import load_campaigns
+
             try:
                 loaded = load_campaigns(self.settings.campaigns_dir, self.settings.templates_dir)
             except Exception:
@@ -102,6 +106,8 @@ class Nurture:
     @property
     def renderer(self) -> Renderer:
         if self._renderer is None:
+            from .outbound.render import Renderer
+
             self._renderer = Renderer(self.settings.templates_dir)
         return self._renderer
 

@@ -7,6 +7,7 @@ Migrations are Alembic scripts shipped inside the package (``nurture/migrations`
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 import threading
 import time
@@ -14,15 +15,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+if TYPE_CHECKING:  # Alembic is imported only to migrate: it is a third of a command's start-up
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 SQLITE_BUSY_MS = 30_000  # how long a writer waits for another before "database is locked"
@@ -100,6 +100,8 @@ def make_engine(url: str, *, foreign_keys: bool = True, **kwargs: Any) -> Engine
 
 
 def alembic_config(engine: Engine) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["engine"] = engine
@@ -107,12 +109,46 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory(str(MIGRATIONS)).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+_REVISION = re.compile(r"^(down_revision|revision)\s*(?::[^=]*)?=\s*['\"]?(\w+)?", re.M)
+
+
+def _head_from_files() -> str | None:
+    """The newest revision of a linear history, read from the scripts' ``revision`` and
+    ``down_revision`` lines; None if that is not plain (then Alembic decides)."""
+    revisions, parents = set(), set()
+    for script in (MIGRATIONS / "versions").glob("*.py"):
+        found = dict((k, v) for k, v in _REVISION.findall(script.read_text(encoding="utf-8")))
+        if not found.get("revision"):
+            return None
+        revisions.add(found["revision"])
+        parents.add(found.get("down_revision") or None)
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
+
+
+def _up_to_date(engine: Engine) -> bool:
+    """Whether the database is at the head revision, asked without importing Alembic."""
+    head = _head_from_files()
+    if head is None:
+        return False
+    try:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT version_num FROM alembic_version").fetchall()
+    except exc.DBAPIError:  # no version table yet: a new database
+        return False
+    return [row[0] for row in rows] == [head]
 
 
 def upgrade(engine: Engine) -> bool:
@@ -123,8 +159,11 @@ def upgrade(engine: Engine) -> bool:
     on a connection without them (and check the keys afterwards). On PostgreSQL an advisory
     lock lets several workers start at once on a new database.
     """
-    if current_revision(engine) == head_revision():
+    if _up_to_date(engine) or current_revision(engine) == head_revision():
         return False
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     url = engine.url.render_as_string(hide_password=False)
     sqlite = engine.dialect.name == "sqlite"
     migrator = make_engine(url, foreign_keys=False) if sqlite else engine

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .content.campaigns import Campaign, Step, load_campaigns
 from .content.library import Item, Library, LibraryError, load_library
-from .errors import CampaignError, Problem
+from .errors import CampaignError, NurtureError, Problem
 from .outbound.render import Renderer
 from .outbound.samples import sample_context
 from .settings import CONFIG_FILE, Settings
@@ -30,28 +31,58 @@ class InitResult:
     kept: list[Path] = field(default_factory=list)  # already there: never overwritten
 
 
-def init_project(folder: Path) -> InitResult:
-    """Write a working example project into ``folder``; existing files are left alone."""
+def init_project(folder: Path, *, force: bool = False) -> InitResult:
+    """Write the starter project into ``folder``, whole or not at all.
+
+    A folder that holds a project already (its nurture.toml) is refused unless ``force``; then
+    the starter files it lacks are added and every file already there is kept. Everything is
+    written into a temporary folder beside it first, then moved in, nurture.toml last: a crash
+    leaves no project (nurture.toml marks one) rather than half of one.
+    """
+    folder = folder.resolve()
+    if (folder / CONFIG_FILE).exists() and not force:
+        raise NurtureError(f"{folder / CONFIG_FILE}: a project is here already; `nurture init "
+                           "--force` adds the starter files it lacks and keeps every file")
+    sources = _skeleton_files()
+    if not any(p.name == CONFIG_FILE for p in sources):
+        raise NurtureError(f"{SKELETON}: the starter project is missing from this "
+                           "installation; reinstall nurture")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.init-", dir=folder.parent))
     result = InitResult()
-    folder.mkdir(parents=True, exist_ok=True)
-    for source in _skeleton_files():
-        target = folder / source.relative_to(SKELETON)
-        if target.exists():
-            result.kept.append(target)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if source.name == CONFIG_FILE:
-            text = source.read_text(encoding="utf-8")
-            target.write_text(text.replace("GENERATED-SECRET", secrets.token_urlsafe(32)),
-                              encoding="utf-8")
-        else:
-            shutil.copyfile(source, target)
-        result.created.append(target)
-    return result
+    try:
+        for source in sources:
+            target = staging / source.relative_to(SKELETON)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if source.name == CONFIG_FILE:
+                text = source.read_text(encoding="utf-8")
+                target.write_text(text.replace("GENERATED-SECRET", secrets.token_urlsafe(32)),
+                                  encoding="utf-8")
+            else:
+                shutil.copyfile(source, target)
+        relative = [s.relative_to(SKELETON) for s in sources]
+        if not folder.exists():
+            os.rename(staging, folder)  # the whole project appears at once
+            result.created = [folder / r for r in relative]
+            return result
+        # Into an existing folder (maybe the current one: it must stay the same folder), file by
+        # file, nurture.toml last.
+        for rel in sorted(relative, key=lambda r: r.name == CONFIG_FILE):
+            target = folder / rel
+            if target.exists():
+                result.kept.append(target)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staging / rel, target)
+            result.created.append(target)
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _skeleton_files() -> list[Path]:
-    # campaigns/ and templates/ in the skeleton link to the shipped ones: follow the links.
+    # In a checkout, campaigns/ and templates/ in the skeleton link to the top-level ones: follow
+    # the links. In a wheel they are real files, copied there when it was built.
     found = [Path(root) / name for root, _dirs, names in os.walk(SKELETON, followlinks=True)
              for name in names]
     return sorted(p for p in found if "__pycache__" not in p.parts)

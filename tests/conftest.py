@@ -175,6 +175,10 @@ def make_settings(project_dir: Path, **overrides: object) -> Settings:
         worker_queue=f"nurture-test-{uuid.uuid4().hex[:6]}",
     )
     values.update(overrides)
+    # A project folder is one with nurture.toml: commands run with --project refuse any other.
+    config = project_dir / "nurture.toml"
+    if project_dir.is_dir() and not config.exists():
+        config.write_text("# a test project: its settings are given in the test\n")
     return Settings(**values)  # type: ignore[arg-type]
 
 

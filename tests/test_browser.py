@@ -6,7 +6,7 @@ the button as a recipient would. This checks what a test client cannot: that the
 renders the page under our Content-Security-Policy, that the form it submits is accepted, and
 that the link inside a sent email leads there.
 
-Needs ``apt-get install chromium chromium-driver`` (``.ci/run`` installs them) and the
+Needs ``apt-get install chromium chromium-driver`` (``scripts/test`` installs them) and the
 ``selenium`` package (the ``test`` extra). Chromium runs with a throw-away profile and without
 its background networking: the tests need nothing beyond loopback.
 """
@@ -51,7 +51,7 @@ def chrome() -> Iterator[Any]:
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.fail(f"{', '.join(missing)} not found: install Debian's browser with "
-                    "`apt-get install chromium chromium-driver` (.ci/run does)")
+                    "`apt-get install chromium chromium-driver` (scripts/test does)")
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service

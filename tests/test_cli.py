@@ -3,6 +3,7 @@ processes (embedded Redis, outbox folder) for the worker."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from email import message_from_bytes, policy
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -52,7 +54,14 @@ def test_init_writes_a_project_that_validates(project: Path) -> None:
         assert (project / name).is_file(), name
     assert "GENERATED-SECRET" not in (project / "nurture.toml").read_text()
     again = CliRunner().invoke(main, ["init", str(project)])
-    assert "kept" in again.output and "created" not in again.output
+    assert again.exit_code == 1
+    assert again.output.startswith(f"Error: {project / 'nurture.toml'}: a project is here "
+                                   "already; `nurture init --force`")
+    (project / "templates" / "coffee.mjml").unlink()
+    forced = CliRunner().invoke(main, ["init", "--force", str(project)])
+    assert forced.exit_code == 0, forced.output
+    assert "created" in forced.output and "coffee.mjml" in forced.output
+    assert forced.output.count("created") == 1 and "kept" in forced.output
     code, out = invoke(project, "validate", db="sqlite://")
     assert code == 0, out
     assert out.startswith("ok: 2 campaigns")
@@ -222,3 +231,97 @@ def _alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"  # a zombie has exited; only its parent (init) has yet to reap it
+
+
+def test_outside_a_project_commands_refuse_and_create_nothing(tmp_path: Path) -> None:
+    for args in (["status"], ["validate"], ["tick"], ["referral", "add", "a@b.example"],
+                 ["library", "list"]):
+        done = subprocess.run([sys.executable, "-m", "nurture", *args], capture_output=True,
+                              text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stderr)
+        assert done.stderr == ("Error: no nurture.toml here or above; run `nurture init` or "
+                               "pass --project\n"), args
+    assert list(tmp_path.iterdir()) == []
+    result = CliRunner().invoke(main, ["--project", str(tmp_path), "status"])
+    assert result.exit_code == 2 and "no nurture.toml in" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_commands_find_the_project_upward_like_git(project: Path) -> None:
+    below = project / "campaigns"
+    done = subprocess.run([sys.executable, "-m", "nurture", "validate"], capture_output=True,
+                          text=True, timeout=120, cwd=below)
+    assert done.returncode == 0, done.stderr
+    assert not (below / ".nurture").exists() and not (below / "nurture.db").exists()
+
+
+def test_init_into_a_folder_with_other_files_writes_the_project(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(main, ["init", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "nurture.toml").is_file() and (tmp_path / "notes.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "campaigns", "contacts.csv", "notes.txt", "nurture.toml", "templates"]  # no staging left
+
+
+def test_status_in_the_practice_zone_utc_or_json(project: Path) -> None:
+    db = f"sqlite:///{project}/nurture.db"
+    assert invoke(project, "contacts", "import", str(project / "contacts.csv"), db=db)[0] == 0
+    assert invoke(project, "--now", NOW, "enroll", "referral-outreach", db=db)[0] == 0
+    code, out = invoke(project, "status", db=db)
+    assert code == 0 and " CST  #" in out  # the practice is in America/Chicago
+    code, out = invoke(project, "status", "--utc", db=db)
+    assert code == 0 and " UTC  #" in out and " CST " not in out
+    code, out = invoke(project, "status", "--json", db=db)
+    data = json.loads(out)
+    assert data["enrollments"]["referral-outreach"] == {"active": 6}
+    assert data["next"][0]["at"].endswith("+00:00")
+
+
+def test_worker_summary_says_where_each_setting_came_from(project: Path) -> None:
+    env = {**os.environ, "NURTURE_DATABASE_URL": f"sqlite:///{project}/env.db"}
+    done = subprocess.run([sys.executable, "-m", "nurture", "worker", "--burst"], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=project)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("database: sqlite:///")
+    assert lines[0].endswith("env.db  (environment)")
+    assert lines[1].startswith("redis:    embedded") and lines[1].endswith("(default)")
+    assert lines[2].startswith("mail:     outbox") and lines[2].endswith("(default)")
+    done = subprocess.run([sys.executable, "-m", "nurture", "--database-url",
+                           f"sqlite:///{project}/opt.db", "worker", "--burst"], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=project)
+    assert done.stdout.splitlines()[0].endswith("opt.db  (option)"), done.stdout + done.stderr
+
+
+def test_the_worker_says_what_it_does(project: Path, smtp_sink: Any) -> None:
+    assert run(project, "contacts", "import", "contacts.csv").returncode == 0
+    assert run(project, "--now", NOW, "enroll", "referral-outreach").returncode == 0
+    smtp_sink.reject["dr.lee@lakeside-ortho.example.org"] = (550, "5.1.1 no such mailbox")
+    smtp_sink.reject["j.brooks@brooks-chiro.example.com"] = (451, "4.3.0 try again later")
+    env = {**os.environ, "NURTURE_SMTP_URL": smtp_sink.url,
+           "NURTURE_WEB_BASE_URL": "https://riverapt.example"}
+    done = subprocess.run([sys.executable, "-m", "nurture", "--now", NOW, "worker", "--burst"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=project)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[2].startswith("mail:     smtp") and lines[2].endswith("(environment)")
+    assert lines[4] == "2026-12-07 09:00:00 CST  tick: 5 emails due, queued in 1 jobs"
+    emails = lines[5:]
+    assert len(emails) == 5, done.stdout
+    sent = [line for line in emails if line.endswith("]") and "  sent  [touch" in line]
+    assert len(sent) == 3
+    assert ('2026-12-07 09:00:00 CST  coach.rivera@ironworks-gym.example.com  '
+            'referral-outreach/hello  "Thank you for what you do at Ironworks Gym"  sent  '
+            '[touch 1]') in sent
+    (failed,) = [line for line in emails if "dr.lee@" in line]
+    assert "  FAILED (" in failed and "5.1.1" in failed
+    (retry,) = [line for line in emails if "j.brooks@" in line]
+    assert "  NOT SENT, will retry (" in retry and "4.3.0" in retry
+    assert "result is kept" not in done.stdout + done.stderr  # RQ's own lines: only --verbose
+    verbose = subprocess.run([sys.executable, "-m", "nurture", "--now", NOW, "worker", "--burst",
+                              "--verbose"], env=env, capture_output=True, text=True,
+                             timeout=120, cwd=project)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "done, quitting" in verbose.stdout + verbose.stderr  # RQ speaks at INFO
+    assert "done, quitting" not in done.stdout + done.stderr

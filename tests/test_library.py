@@ -405,6 +405,8 @@ def test_a_released_item_is_taken_over_by_the_next_touch(share: Nurture) -> None
 
 # The commands ------------------------------------------------------------------------------
 def invoke(folder: Path, *args: str) -> tuple[int, str]:
+    if not (folder / "nurture.toml").exists():  # a project folder: commands refuse any other
+        (folder / "nurture.toml").write_text("")
     obj = Context(project_dir=folder, clock=FakeClock(datetime(2026, 12, 7, 14, tzinfo=UTC)),
                   overrides={})
     result = CliRunner().invoke(library_cli, list(args), obj=obj)

@@ -163,7 +163,7 @@ def dovecot() -> Iterator[Dovecot]:
     binary = shutil.which("dovecot") or ("/usr/sbin/dovecot"
                                          if Path("/usr/sbin/dovecot").exists() else None)
     if binary is None:
-        pytest.fail("Dovecot is not installed: apt-get install dovecot-imapd (.ci/run does)")
+        pytest.fail("Dovecot is not installed: apt-get install dovecot-imapd (scripts/test does)")
     folder = Path(tempfile.mkdtemp(prefix="nr-dovecot-"))
     folder.chmod(0o755)  # Dovecot's own users read the passwd-file and the maildirs in it
     for sub in ("run", "state", "mail"):

@@ -554,6 +554,7 @@ def test_serve_command_runs_the_server_it_was_asked_for(
         return Server()
 
     monkeypatch.setattr("nurture.cli.web.make_server", fake_make_server)
+    (tmp_path / "nurture.toml").touch()  # a project folder: commands refuse any other
     obj = Context(project_dir=tmp_path, clock=clock, overrides={"database_url": database_url})
     try:
         result = CliRunner().invoke(serve, [], obj=obj)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..app import Nurture
-from ..intake.contacts import import_contacts
 from .context import pass_app
 from .progress import progress_bar
+
+if TYPE_CHECKING:
+    from ..app import Nurture
 
 
 @click.group()
@@ -27,6 +29,8 @@ def import_(app: Nurture, path: Path) -> None:
     aliases
     (tags, interests and aliases separated by ";").
     """
+    from ..intake.contacts import import_contacts
+
     with progress_bar("Importing contacts") as progress:
         result = import_contacts(app.db, path, app.clock, progress)
     click.echo(f"{result.created} created, {result.updated} updated, {result.unchanged} unchanged")

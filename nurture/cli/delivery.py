@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ..app import Nurture
-from ..engine import resolve_touch
 from .context import pass_app
+
+if TYPE_CHECKING:
+    from ..app import Nurture
 
 
 @click.command()
@@ -22,6 +25,8 @@ def resolve(app: Nurture, touch_id: int, outcome: str | None) -> None:
     """
     if outcome is None:
         raise click.UsageError("say --sent or --resend")
+    from ..engine import resolve_touch
+
     touch = resolve_touch(app, touch_id, sent=outcome == "sent")
     done = "recorded as sent" if outcome == "sent" else "will be sent again at the next tick"
     click.echo(f"touch {touch_id} ({touch.step_id}, {touch.message_id}): {done}")

@@ -7,14 +7,15 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..app import Nurture
-from ..settings import load_settings
+from ..settings import find_project
 from .context import Context, pass_app
 
-# ..classify and ..mailbox are imported by their commands: `nurture worker` starts faster.
+if TYPE_CHECKING:  # heavy modules are imported by the commands that need them
+    from ..app import Nurture
 
 
 @click.group()
@@ -55,10 +56,13 @@ def _our_message_ids(obj: Context | None) -> Callable[[str], bool] | None:
     from ..outbound.mime import is_our_message_id
     from ..settings import CONFIG_FILE
 
-    folder = (obj.project_dir if obj is not None else None) or Path.cwd()
-    if not (folder / CONFIG_FILE).is_file():
+    if obj is None:
         return None
-    settings = obj.settings if obj is not None else load_settings(folder)
+    if obj.project_dir is not None and not (obj.project_dir / CONFIG_FILE).is_file():
+        return None
+    if obj.project_dir is None and find_project() is None:
+        return None
+    settings = obj.settings
     return partial(is_our_message_id, secret=settings.secret_key, domain=settings.sender_domain)
 
 

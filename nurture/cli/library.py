@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import click
 
-from ..content.library import load_library
-from ..content.linkcheck import check_links
 from .context import Context, errors_as_click, relative
 
 
@@ -19,6 +17,8 @@ def library() -> None:
 @click.pass_obj
 def list_items(obj: Context, kind: str | None) -> None:
     """Every article and book, with the tags and audiences that pick them."""
+    from ..content.library import load_library
+
     with errors_as_click():
         items = load_library(obj.settings.campaigns_dir).items
     shown = [item for item in items if kind in (None, item.kind)]
@@ -41,6 +41,9 @@ def list_items(obj: Context, kind: str | None) -> None:
 @click.pass_obj
 def check(obj: Context, online: bool, timeout: float) -> None:
     """Check every item's fields and URLs. Exit 1 listing every problem."""
+    from ..content.library import load_library
+    from ..content.linkcheck import check_links
+
     with errors_as_click():
         loaded = load_library(obj.settings.campaigns_dir)
     counts = {kind: len(loaded.of_kind(kind)) for kind in ("article", "book")}

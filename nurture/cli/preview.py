@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..app import Nurture
-from ..outbound.preview import preview as preview_emails
 from .context import pass_app, relative
+
+if TYPE_CHECKING:
+    from ..app import Nurture
 
 
 @click.command()
@@ -24,6 +26,8 @@ def preview(app: Nurture, campaign: str, step: str | None, email: str | None, sa
             out: Path | None, open_: bool) -> None:
     """Write a campaign's emails (or one STEP's) exactly as they would be sent; nothing is sent
     or recorded."""
+    from ..outbound.preview import preview as preview_emails
+
     if bool(email) == sample:
         raise click.UsageError("give either --contact EMAIL or --sample")
     folder = out or app.settings.project_dir / "preview"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from ..app import Nurture
-from ..intake.referrals import add_referral, notify_referrals, referral_day
-from ..intake.referrals_csv import import_referrals
 from .context import pass_app
+
+if TYPE_CHECKING:
+    from ..app import Nurture
 
 
 @click.group()
@@ -27,6 +28,8 @@ def referral() -> None:
 @pass_app
 def add(app: Nurture, email: str, on: datetime | None, external_ref: str | None) -> None:
     """Record a referral from EMAIL: stops outreach, plans the thank-you, starts long-term care."""
+    from ..intake.referrals import add_referral, notify_referrals, referral_day
+
     day = referral_day(app, on.date() if on else None)
     result = add_referral(app, email, on=day, external_ref=external_ref)
     if result.duplicate:
@@ -59,6 +62,8 @@ def import_(app: Nurture, path: Path) -> None:
     EHR-123). No other column is accepted: never patient details. Rows whose ref was recorded
     before are skipped, so importing a file again is safe.
     """
+    from ..intake.referrals_csv import import_referrals
+
     done = import_referrals(app, path, notify=True)
     recorded = done.recorded
     click.echo(f"{len(recorded)} recorded, {done.already} already recorded"

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
-from ..app import Nurture
-from ..engine import enroll as enroll_contacts
-from ..engine import pause_campaign
-from ..inbound.inbox import record_reply
-from ..outbound.unsubscribe import unsubscribe as unsubscribe_contact
 from .context import pass_app
 from .progress import email_param, progress_bar
+
+if TYPE_CHECKING:  # heavy modules are imported by the commands that need them
+    from ..app import Nurture
 
 
 @click.command()
@@ -24,6 +24,8 @@ def enroll(app: Nurture, campaign: str, tags: tuple[str, ...], emails: tuple[str
 
     Exits 1 when an --email is not a contact, or when no contact has the tags.
     """
+    from ..engine import enroll as enroll_contacts
+
     with progress_bar(f"Enrolling in {campaign}") as progress:
         result = enroll_contacts(app, campaign, tags=tags, emails=emails, progress=progress)
     click.echo(f"{result.campaign}: {len(result.enrolled)} enrolled, {len(result.already)} "
@@ -44,6 +46,8 @@ def enroll(app: Nurture, campaign: str, tags: tuple[str, ...], emails: tuple[str
 @pass_app
 def pause(app: Nurture, campaign: str) -> None:
     """Pause CAMPAIGN: nothing of it is sent until `nurture resume`; nothing is lost."""
+    from ..engine import pause_campaign
+
     changed = pause_campaign(app, campaign)
     click.echo(f"{campaign} paused" if changed else f"{campaign} was already paused")
 
@@ -53,6 +57,8 @@ def pause(app: Nurture, campaign: str) -> None:
 @pass_app
 def resume(app: Nurture, campaign: str) -> None:
     """Resume CAMPAIGN: what came due meanwhile goes out from the next tick, within limits."""
+    from ..engine import pause_campaign
+
     changed = pause_campaign(app, campaign, paused=False)
     click.echo(f"{campaign} resumed" if changed else f"{campaign} was not paused")
 
@@ -62,6 +68,8 @@ def resume(app: Nurture, campaign: str) -> None:
 @pass_app
 def reply(app: Nurture, email: str) -> None:
     """Record that EMAIL replied: their sequences stop, so you can answer personally."""
+    from ..inbound.inbox import record_reply
+
     result = record_reply(app, email)
     stopped = ", ".join(result.stopped) or "nothing was running"
     click.echo(f"reply from {result.email} recorded; stopped: {stopped}")
@@ -72,5 +80,7 @@ def reply(app: Nurture, email: str) -> None:
 @pass_app
 def unsubscribe(app: Nurture, email: str) -> None:
     """Unsubscribe EMAIL now: nothing more is sent to them."""
+    from ..outbound.unsubscribe import unsubscribe as unsubscribe_contact
+
     result = unsubscribe_contact(app, email)
     click.echo(f"{result} unsubscribed; every unsent email to them is cancelled")

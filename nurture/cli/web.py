@@ -11,11 +11,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ..app import Nurture
 from .context import pass_app
 
-if TYPE_CHECKING:  # waitress and flask are imported when serving: `nurture worker` starts faster
+if TYPE_CHECKING:  # waitress and flask are imported when serving: commands start faster
     from waitress.server import BaseWSGIServer, MultiSocketServer
+
+    from ..app import Nurture
 
 THREADS = 4  # each request is one short transaction
 MAX_REQUEST_BODY = 1 << 20  # waitress refuses larger bodies itself; the app caps webhooks lower

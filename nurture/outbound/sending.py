@@ -35,6 +35,7 @@ from ..app import Nurture
 from ..engine import advance, log_event, suppress_contact
 from ..errors import TemplateError
 from ..models import Contact, ContactStatus, ContentSent, Enrollment, Touch, TouchState
+from . import activity
 from .compose import Facts, Prepared, facts_of, prepare_touch, render_touch
 from .recheck import LATER, recheck
 from .transport import (
@@ -285,6 +286,7 @@ def _record_sent(app: Nurture, claimed: Claimed, subject: str, report: DeliveryR
         if done is not None:
             advance(app, session, done, now)
     report.sent.append(claimed.touch_id)
+    activity.email(app, claimed, subject, "sent")
 
 
 def _record_failure(app: Nurture, claimed: Claimed, exc: DeliveryError, subject: str,
@@ -311,6 +313,7 @@ def _record_failure(app: Nurture, claimed: Claimed, exc: DeliveryError, subject:
         log_event(session, now, kind, touch_id=claimed.touch_id,
                   enrollment_id=claimed.enrollment_id, code=exc.code, enhanced=exc.enhanced,
                   why=str(exc))
+    activity.email(app, claimed, subject, activity.outcome_of(exc), str(exc))
 
 
 def _hand_back(app: Nurture, claimed: Claimed, exc: Exception, report: DeliveryReport) -> None:
@@ -333,6 +336,7 @@ def _hand_back(app: Nurture, claimed: Claimed, exc: Exception, report: DeliveryR
         log_event(session, now, "touch_failed", touch_id=claimed.touch_id,
                   enrollment_id=claimed.enrollment_id, why=why)
     report.failed.append(claimed.touch_id)
+    activity.email(app, claimed, "", "failed", why)
 
 
 def _release(app: Nurture, claimed: Claimed) -> None:

@@ -21,6 +21,7 @@ from rq import Queue, SimpleWorker
 from ..app import Nurture
 from ..errors import InputError
 from ..inbound.imap import inbox_config
+from ..outbound import activity
 from ..outbound.transport import open_transport
 from ..ticking import tick
 from . import jobs
@@ -31,12 +32,18 @@ log = logging.getLogger(__name__)
 
 
 def describe(app: Nurture, redis_description: str) -> str:
+    """The start-up summary: what the worker uses, and where each setting came from."""
     settings = app.settings
     with open_transport(settings) as transport:
         mail = transport.name
-    return (f"database: {app.db.describe()}\nredis:    {redis_description}\n"
-            f"mail:     {mail}\nqueue:    {settings.worker_queue}, tick every "
-            f"{settings.worker_tick_interval}s")
+
+    def origin(name: str) -> str:
+        return f"  ({settings.source(name)})"
+
+    return (f"database: {app.db.describe()}{origin('database_url')}\n"
+            f"redis:    {redis_description}{origin('redis_url')}\n"
+            f"mail:     {mail}{origin('smtp_url')}\nqueue:    {settings.worker_queue}, "
+            f"tick every {settings.worker_tick_interval}s")
 
 
 def run_tick(app: Nurture) -> dict[str, int]:
@@ -45,8 +52,8 @@ def run_tick(app: Nurture) -> dict[str, int]:
         return asdict(tick(app, jobs.RQDispatcher(app, connection)))
 
 
-def run_worker(app: Nurture, *, burst: bool = False,
-               echo: Callable[[str], None] = print) -> bool:
+def run_worker(app: Nurture, *, burst: bool = False, echo: Callable[[str], None] = print,
+               verbose: bool = False) -> bool:
     """Work until stopped (or, with ``burst``, until the queue is empty). Returns whether any job
     was processed.
 
@@ -57,16 +64,19 @@ def run_worker(app: Nurture, *, burst: bool = False,
     if problems:  # every email needs a sender and a postal address: refuse before queuing any
         raise InputError(problems)
     app.sync_campaigns()  # fails fast on invalid campaigns, before touching Redis
+    rq_level = "INFO" if verbose else "WARNING"  # RQ's "job … result is kept …" lines
     app.db.analyze()
-    with connect(app.settings.redis_url, app.settings.state_dir) as (connection, description):
+    # A daemon owns its embedded Redis: a borrowed one would stop when its owner's command ends.
+    with activity.shown(echo), connect(app.settings.redis_url, app.settings.state_dir,
+                                       own=not burst, on_wait=echo) as (connection, description):
         echo(describe(app, description))
         jobs.bind(app)
         queue = Queue(app.settings.worker_queue, connection=connection)
         try:
             if burst:
-                _tick_now(app, connection, echo)
+                _tick_now(app, connection)
                 worker = SimpleWorker([queue], connection=connection)
-                return worker.work(burst=True, with_scheduler=True, logging_level="WARNING")
+                return worker.work(burst=True, with_scheduler=True, logging_level=rq_level)
             url = app.settings.redis_url or EmbeddedRedis(app.settings.state_dir).url
             inbox = inbox_config(app.settings)
             children = start_schedulers(url, app.settings.worker_queue,
@@ -76,10 +86,10 @@ def run_worker(app: Nurture, *, burst: bool = False,
                 # What is due goes out now, not when the cron scheduler has started (a second
                 # or more); if Redis is down, its periodic tick does it later.
                 try:
-                    _tick_now(app, connection, echo)
+                    _tick_now(app, connection)
                 except RedisError:
                     log.exception("the first tick could not reach Redis")
-                return _work_until_stopped(queue, connection)
+                return _work_until_stopped(queue, connection, rq_level)
             finally:
                 for child in children:
                     child.terminate()
@@ -91,19 +101,18 @@ def run_worker(app: Nurture, *, burst: bool = False,
             jobs.bind(None)
 
 
-def _tick_now(app: Nurture, connection: Redis, echo: Callable[[str], None]) -> None:
-    report = tick(app, jobs.RQDispatcher(app, connection))
-    echo(f"tick: {report.enqueued} touches in {report.jobs} jobs")
+def _tick_now(app: Nurture, connection: Redis) -> None:
+    activity.tick(app, tick(app, jobs.RQDispatcher(app, connection)))
 
 
-def _work_until_stopped(queue: Queue, connection: Redis) -> bool:
+def _work_until_stopped(queue: Queue, connection: Redis, rq_level: str) -> bool:
     worked = False
     while True:
         worker = SimpleWorker([queue], connection=connection)
         # RQ's scheduler (for Retry's delays) runs in a spawned child: see
         # nurture.worker.schedulers.
         try:
-            worked = worker.work(with_scheduler=False, logging_level="INFO") or worked
+            worked = worker.work(with_scheduler=False, logging_level=rq_level) or worked
         except (RedisError, OSError, ValueError):  # RQ's own clean-up can raise while Redis
             log.exception("the worker lost Redis")  # is down; ValueError: a socket redis-py closed
         if worker._shutdown_requested_date is not None:  # SIGTERM / Ctrl-C (RQ sets it on both

@@ -18,6 +18,7 @@ from rq.job import Job, JobStatus
 
 from ..app import Nurture
 from ..inbound.imap import poll
+from ..outbound import activity
 from ..outbound.sending import deliver
 from ..outbound.transport import TransientDeliveryError, open_transport
 from ..ticking import tick
@@ -104,7 +105,9 @@ def tick_job() -> dict[str, Any]:
     key = f"nurture:tick:{app.settings.worker_queue}:{slot}"
     if not connection.set(key, job.id if job is not None else "", nx=True, ex=interval):
         return {"skipped": "another worker already ticked in this interval"}
-    return asdict(tick(app, RQDispatcher(app, connection)))
+    report = tick(app, RQDispatcher(app, connection))
+    activity.tick(app, report)
+    return asdict(report)
 
 
 def send_touches(touch_ids: list[int]) -> dict[str, Any]:

@@ -8,9 +8,14 @@ Linux fires that when the *thread* that started the child exits: call ``start()`
 thread. The server has its own session, so Ctrl-C in a terminal reaches nurture only, which saves.
 
 An fcntl lock around start and stop, plus PING on the socket, makes a second command in the same
-folder reuse the live server (``owned`` False) rather than start another on one socket; its owner
-still stops it on exit. The socket stays in the state folder, not a short temp dir: one folder,
-one server, found by path with nothing else to track. A path too long for AF_UNIX is an error.
+folder reuse the live server (``owned`` False) rather than start another on one socket. Every
+command using the server holds a shared lock on ``redis.users`` while it does, and the owner stops
+the server only once it can take that lock exclusively: a short command that started the server
+waits for the others using it (a second ``tick``, a ``worker --burst``) before it stops it. A
+long-running worker (``own=True``) never borrows another command's server, which would stop under
+it: it waits for that server to stop, then starts its own. The socket stays in the state folder,
+not a short temp dir: one folder, one server, found by path with nothing else to track. A path too
+long for AF_UNIX is an error.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from nurture.errors import NurtureError
 START_TIMEOUT = 10.0  # seconds for a new server to answer PING
 STOP_TIMEOUT = 30.0  # seconds for SHUTDOWN SAVE to write the dataset and exit
 LOCK_TIMEOUT = 45.0  # longer than anyone holds the lock: a start or a stop
+WAIT_POLL = 0.05  # seconds between looks while waiting for other commands to finish
 SOCKET_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) on Linux, minus the NUL
 
 
@@ -77,14 +83,18 @@ def die_with_parent(parent: int) -> None:
 class EmbeddedRedis:
     """A private redis-server for one nurture project folder, owned by this process."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, own: bool = False,
+                 on_wait: Callable[[str], None] | None = None) -> None:
         self.state_dir = Path(state_dir).absolute()
+        self.own = own  # never borrow another command's server: wait for it to stop
+        self.on_wait = on_wait  # told once, when this command has to wait for another
         self.socket = self.state_dir / "redis.sock"
         self.log = self.state_dir / "redis.log"
         self.owned = False
         self.pid: int | None = None  # of the server, whether we own it or not
         self.version = ""
         self._proc: subprocess.Popen[bytes] | None = None
+        self._users: Any = None  # the open redis.users file, shared-locked while we use it
 
     @property
     def url(self) -> str:
@@ -105,12 +115,24 @@ class EmbeddedRedis:
             hint = "move the project to a shorter path, or configure a Redis URL"
             raise NurtureError(f"{self.socket}: too long for a unix socket path; {hint}")
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        with self._locked():
-            info = self._info()
-            self.owned = info is None
-            if info is None:
-                self.socket.unlink(missing_ok=True)  # left by a server killed with its owner
-                info = self._spawn()
+        told = False
+        while True:
+            with self._locked():
+                info = self._info()
+                if info is None or not self.own:
+                    self.owned = info is None
+                    if info is None:
+                        self.socket.unlink(missing_ok=True)  # left by a server killed
+                        info = self._spawn()
+                    self._users = open(self.state_dir / "redis.users", "a")  # noqa: SIM115
+                    fcntl.flock(self._users, fcntl.LOCK_SH)  # free: stops hold the lock above
+                    break
+            if not told and self.on_wait is not None:
+                self.on_wait(f"waiting for another nurture command to stop its embedded Redis "
+                             f"(pid {info['process_id']}); configure a Redis URL to run several "
+                             "workers at once")
+                told = True
+            time.sleep(WAIT_POLL * 4)
         self.pid = int(info["process_id"])
         self.version = ".".join(str(info["redis_version"]).split(".")[:2])
 
@@ -118,19 +140,38 @@ class EmbeddedRedis:
         """SHUTDOWN SAVE, then wait for the server to exit. Idempotent; a reused one is left."""
         atexit.unregister(self.stop)
         proc, self._proc, self.pid = self._proc, None, None
+        users, self._users = self._users, None
+        if users is not None:
+            users.close()  # releases our shared lock
         if proc is None:
             return
-        with self._locked():
-            try:
-                self._client(STOP_TIMEOUT).shutdown(save=True)
-            except redis.RedisError:  # e.g. the save failed: SIGTERM, then SIGKILL if need be
-                proc.terminate()
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            self.socket.unlink(missing_ok=True)
+        told = False
+        while proc.poll() is None:
+            with self._locked(), open(self.state_dir / "redis.users", "a") as check:
+                try:  # nobody else uses the server: stop it now, still holding the start lock
+                    fcntl.flock(check, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    pass  # another command is using it: wait until it has finished
+                else:
+                    self._shutdown(proc)
+                    return
+            if not told and self.on_wait is not None:
+                self.on_wait("waiting for the other nurture commands using the embedded Redis")
+                told = True
+            time.sleep(WAIT_POLL)
+        self.socket.unlink(missing_ok=True)  # it died with a signal; a new start cleans up too
+
+    def _shutdown(self, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            self._client(STOP_TIMEOUT).shutdown(save=True)
+        except redis.RedisError:  # e.g. the save failed: SIGTERM, then SIGKILL if need be
+            proc.terminate()
+        try:
+            proc.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        self.socket.unlink(missing_ok=True)
 
     def _spawn(self) -> dict[str, Any]:
         """Start redis-server on the unix socket only, logging to redis.log; wait for PING."""
@@ -195,13 +236,15 @@ def _describe(redis_url: str, client: redis.Redis) -> str:
 
 
 @contextmanager
-def connect(redis_url: str | None, state_dir: Path) -> Iterator[tuple[redis.Redis, str]]:
-    """A client and its description: for ``redis_url``, or the folder's embedded server."""
+def connect(redis_url: str | None, state_dir: Path, *, own: bool = False,
+            on_wait: Callable[[str], None] | None = None) -> Iterator[tuple[redis.Redis, str]]:
+    """A client and its description: for ``redis_url``, or the folder's embedded server (with
+    ``own``, one this process starts, after waiting for another command's to stop)."""
     with ExitStack() as stack:  # closes the client, then stops the server if we own it
         if redis_url:
             client = stack.enter_context(redis.Redis.from_url(redis_url))
             yield client, _describe(redis_url, client)
         else:
-            server = stack.enter_context(EmbeddedRedis(state_dir))
+            server = stack.enter_context(EmbeddedRedis(state_dir, own=own, on_wait=on_wait))
             client = stack.enter_context(redis.Redis.from_url(server.url))
             yield client, f"embedded redis-server {server.version} ({server.socket})"
