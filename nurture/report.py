@@ -69,7 +69,9 @@ def status(app: Nurture, limit: int = 10) -> Status:
                             Touch.state, note if note is not None else Touch.subject)
                      .join(Touch.enrollment).join(Enrollment.contact)
                      .where(*where).order_by(order).limit(limit))
-            return [TouchLine(*row[:6], row[6] or "") for row in session.execute(query)]
+            return [TouchLine(touch_id, when, email, campaign, step, state, note or "")
+                    for touch_id, when, email, campaign, step, state, note
+                    in session.execute(query)]
 
         result.next = lines(Touch.state.in_([TouchState.SCHEDULED, TouchState.QUEUED]),
                             order=Touch.due_at, at=Touch.due_at)

@@ -207,7 +207,8 @@ class EmbeddedRedis:
         """INFO server from whatever listens on the socket, or None if nothing answers."""
         with self._client() as client:
             try:
-                return client.info("server")
+                info: dict[str, Any] = client.info("server")
+                return info
             except redis.ConnectionError:
                 return None
 
