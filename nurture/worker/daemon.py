@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import asdict
+from types import FrameType
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -105,18 +106,29 @@ def _tick_now(app: Nurture, connection: Redis) -> None:
     activity.tick(app, tick(app, jobs.RQDispatcher(app, connection)))
 
 
+class _Worker(SimpleWorker):
+    """RQ's worker, remembering whether a stop was asked for (SIGTERM, Ctrl-C): its ``work()``
+    returns the same way when Redis goes away, and only a requested stop ends the daemon."""
+
+    stop_requested = False
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        self.stop_requested = True  # RQ calls this on an idle and on a busy worker alike
+        super().request_stop(signum, frame)
+
+
 def _work_until_stopped(queue: Queue, connection: Redis, rq_level: str) -> bool:
     worked = False
     while True:
-        worker = SimpleWorker([queue], connection=connection)
+        worker = _Worker([queue], connection=connection)
         # RQ's scheduler (for Retry's delays) runs in a spawned child: see
         # nurture.worker.schedulers.
         try:
             worked = worker.work(with_scheduler=False, logging_level=rq_level) or worked
         except (RedisError, OSError, ValueError):  # RQ's own clean-up can raise while Redis
             log.exception("the worker lost Redis")  # is down; ValueError: a socket redis-py closed
-        if worker._shutdown_requested_date is not None:  # SIGTERM / Ctrl-C (RQ sets it on both
-            return worked  # an idle and a busy worker; a busy one finished its job first)
+        if worker.stop_requested:  # a busy worker finished its job first
+            return worked
         log.warning("the worker stopped after a Redis error; starting again in 2 s")
         connection.connection_pool.disconnect()  # drop sockets to the old server
         time.sleep(2)
