@@ -1,13 +1,13 @@
 """MJML → HTML with `mrml` (the Rust MJML compiler), plus the checks it does not make itself.
 
-**Why mrml.** ``python -m bench.render_bench`` compiled every shipped (template, layout) with
+**Why mrml.** A one-off comparison (bench/README.md, "What was removed") compiled every
+shipped (template, layout) with
 the ``mjml`` Python package, the ``mrml`` binding and the reference npm ``mjml`` (4.18 and 5.4),
 then rendered and screenshotted each result: mrml's emails are pixel-identical to the reference
 on all of them and it compiles in about 0.1 ms instead of about 10 ms; the Python package drew
-the card layout's rounded border differently (bench/RESULTS.md, "Rendering"). Compiles are cached
+the card layout's rounded border differently. Compiles are cached
 (:mod:`nurture.outbound.render`), so the speed matters for a worker's first emails and for
-``validate``;
-the fidelity matters for every email.
+``validate``; the fidelity matters for every email.
 
 **What mrml does not check**, and so is checked here before compiling, each with its line:
 an unknown element (mrml drops it silently), an unclosed or stray component, ``<mj-include>``
