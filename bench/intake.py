@@ -13,21 +13,18 @@ Results are printed as a Markdown table; see bench/INTAKE.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import resource
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from .common import database
+
 REPO = Path(__file__).parent.parent.absolute()
-PG_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 ZONES = ["America/New_York", "America/Chicago", "America/Denver", "America/Los_Angeles",
          "Europe/London", "Asia/Kolkata", "Australia/Sydney", ""]
 STEPS = ("import", "re-import", "enroll")
@@ -78,25 +75,6 @@ def child(config: dict[str, Any]) -> dict[str, Any]:
     app.close()
     return {"seconds": round(seconds, 2), "cpu_s": round(cpu, 2), "peak_mb": round(peak / 1024),
             "base_mb": round(base / 1024), "outcome": outcome}
-
-
-@contextlib.contextmanager
-def database(kind: str, folder: Path) -> Iterator[str]:
-    if kind == "sqlite":
-        yield f"sqlite:///{folder / 'nurture.db'}"
-        return
-    from sqlalchemy import create_engine, text
-
-    schema = f"bench_intake_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 def run(kind: str, rows: int) -> list[dict[str, Any]]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any
 from zoneinfo import available_timezones
 
-from ..errors import ContactsError, Problem
+from ..errors import ContactsError, InputError, Problem
 from .contacts import (
     COLUMNS,
     LIMITS,
@@ -31,6 +32,29 @@ _TAG = re.compile(r"[a-z0-9][a-z0-9_-]*")
 # cell may hold. PostgreSQL cannot store a NUL at all, and the rest only hide in names and
 # subjects. (An address refuses every control character: see normalize_email.)
 _CELL_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def read_table(path: Path, columns: Sequence[str], expected: str, problems: list[Problem],
+               error: type[InputError]) -> tuple[list[tuple[int, list[str]]], list[str]]:
+    """The rows of a CSV import and its column names (lower case), the header checked: unknown,
+    unnamed and repeated columns are problems (``expected`` follows, saying what is accepted),
+    and a file without an ``email`` column raises ``error`` at once: no row can be checked."""
+    table = read_csv_rows(path, problems)
+    head, header = table[0] if table else (None, [])
+    names = [cell.strip().lower() for cell in header]
+    for index, name in enumerate(names):
+        label = header[index].strip()
+        if name not in columns:
+            what = f"unknown column {label!r}" if name else "a column has no name"
+            problems.append(Problem(str(path), head, label, f"{what}{expected}"))
+        elif name in names[:index]:
+            problems.append(Problem(str(path), head, name, "the column appears twice"))
+    if "email" not in names:
+        if table or not problems:  # (an unreadable file has said so already)
+            problems.append(Problem(str(path), head, "email",
+                                    "a header row naming email is required"))
+        raise error(problems)
+    return table, names
 
 
 def read_csv_rows(path: Path, problems: list[Problem]) -> list[tuple[int, list[str]]]:
@@ -92,20 +116,8 @@ def _split(cell: str) -> list[str]:
 def read_contacts(path: Path) -> list[dict[str, Any]]:
     """Every row checked and cleaned, or ContactsError with every problem in the file."""
     where, problems = str(path), list[Problem]()
-    table = read_csv_rows(path, problems)
-    head, header = table[0] if table else (None, [])
-    names = [cell.strip().lower() for cell in header]
-    for index, name in enumerate(names):
-        if name not in COLUMNS:
-            what = f"unknown column {header[index].strip()!r}" if name else "a column has no name"
-            problems.append(Problem(where, head, header[index].strip(),
-                                    f"{what}; expected some of: {', '.join(COLUMNS)}"))
-        elif name in names[:index]:
-            problems.append(Problem(where, head, name, "the column appears twice"))
-    if "email" not in names:  # no row can be checked without it
-        if table or not problems:  # (an unreadable file has said so already)
-            problems.append(Problem(where, head, "email", "a header row naming email is required"))
-        raise ContactsError(problems)
+    table, names = read_table(path, COLUMNS, f"; expected some of: {', '.join(COLUMNS)}",
+                              problems, ContactsError)
     rows: list[dict[str, Any]] = []
     first_line: dict[str, int] = {}
     alias_line: dict[str, int] = {}

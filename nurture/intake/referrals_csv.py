@@ -28,7 +28,7 @@ from ..conflicts import retry_conflicts
 from ..engine import log_event
 from ..errors import InputError, Problem
 from .contacts import normalize_email
-from .contacts_csv import read_csv_rows
+from .contacts_csv import read_table
 from .referrals import (
     ReferralResult,
     check_external_ref,
@@ -105,21 +105,8 @@ def _validate(path: Path, today: date) -> list[Row]:
     A problem never quotes a cell of a refused column: it may hold a patient's name.
     """
     where, problems = str(path), list[Problem]()
-    table = read_csv_rows(path, problems)
-    head, header = table[0] if table else (None, [])
-    names = [cell.strip().lower() for cell in header]
-    for index, name in enumerate(names):
-        if name not in COLUMNS:
-            label = header[index].strip()
-            what = f"unknown column {label!r}" if name else "a column has no name"
-            problems.append(Problem(where, head, label, f"{what}: only email, date and ref are "
-                                    "accepted (an opaque ref, never patient details)"))
-        elif name in names[:index]:
-            problems.append(Problem(where, head, name, "the column appears twice"))
-    if "email" not in names:  # no row can be checked without it
-        if table or not problems:  # (an unreadable file has said so already)
-            problems.append(Problem(where, head, "email", "a header row naming email is required"))
-        raise ReferralsError(problems)
+    table, names = read_table(path, COLUMNS, ": only email, date and ref are accepted (an opaque "
+                              "ref, never patient details)", problems, ReferralsError)
     rows, ref_lines = [], dict[str, int]()
     for line, cells in table[1:]:
         def bad(field: str, message: str, line: int = line) -> None:
